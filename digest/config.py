@@ -1,0 +1,479 @@
+"""Load digest.toml and the environment once into a typed, immutable Config.
+
+Every key is checked: unknown keys, wrong types and missing required keys are one ConfigError that
+names the file, the line, the key and what was expected. docs/configuration.md documents each key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dotenv import dotenv_values
+
+from digest.errors import ConfigError
+
+CONFIG_FILENAME = "digest.toml"
+CONFIG_ENV_VAR = "DIGEST_CONFIG"
+DEFAULT_ARCHIVE = ".digest/archive.sqlite3"
+
+SourceType = Literal["auto", "feed", "wordpress"]
+SOURCE_TYPES: tuple[SourceType, ...] = ("auto", "feed", "wordpress")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """One place articles come from: a feed or WordPress site, local path or http(s) URL."""
+
+    name: str
+    url: str  # an http(s) URL, or an absolute local path (resolved against the config file)
+    type: SourceType = "auto"
+    section: str | None = None  # pins every article of this source to that section
+
+    @property
+    def is_remote(self) -> bool:
+        return self.url.startswith(("http://", "https://"))
+
+
+@dataclass(frozen=True, slots=True)
+class SectionConfig:
+    """A section rule: which articles it claims and how many it shows."""
+
+    name: str
+    categories: frozenset[str] = frozenset()  # casefolded
+    max_articles: int = 5
+    catch_all: bool = False
+    sources: frozenset[str] = frozenset()  # names of sources pinned to this section
+
+
+@dataclass(frozen=True, slots=True)
+class CollectSettings:
+    """How the collect step fetches and trims what sources give."""
+
+    timeout: float = 20.0  # seconds, per request
+    max_bytes: int = 10_000_000  # a larger response is refused
+    user_agent: str = "digest/0.1 (+https://github.com/digest-newsletter/digest)"
+    excerpt_length: int = 280  # characters, ellipsis included
+    wordpress_max_pages: int = 3  # pages of /wp-json/wp/v2/posts (100 posts each)
+
+
+@dataclass(frozen=True, slots=True)
+class SelectionSettings:
+    """Defaults for choosing an issue's period and featured article."""
+
+    days: int = 7  # default period length when no issue was sent yet
+    featured_category: str | None = None
+    issue_id_format: str = "%G-W%V"  # strftime of the period's last moment: ISO week
+
+
+@dataclass(frozen=True, slots=True)
+class Newsletter:
+    name: str
+    timezone: ZoneInfo
+    language: str
+    sender: str  # the `from` key
+    public_url: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a run needs, loaded once by the CLI and passed down."""
+
+    path: Path  # the config file itself
+    newsletter: Newsletter
+    sources: tuple[SourceConfig, ...]
+    sections: tuple[SectionConfig, ...]
+    archive_path: Path
+    collect: CollectSettings = CollectSettings()
+    selection: SelectionSettings = SelectionSettings()
+    env: Mapping[str, str] = field(default_factory=dict)  # os.environ over the .env file
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+
+def find_config(explicit: Path | None, environ: Mapping[str, str]) -> Path:
+    """--config PATH, else $DIGEST_CONFIG, else ./digest.toml."""
+    if explicit is not None:
+        path, how = explicit, "--config"
+    elif environ.get(CONFIG_ENV_VAR):
+        path, how = Path(environ[CONFIG_ENV_VAR]), f"${CONFIG_ENV_VAR}"
+    else:
+        path, how = Path(CONFIG_FILENAME), "the current folder"
+    if not path.is_file():
+        raise ConfigError(
+            f"no config file at {path} (from {how})",
+            hint="run `digest init` to create a project, or pass --config PATH",
+        )
+    return path.resolve()
+
+
+def load_env(
+    env_file: Path | None, config_path: Path, environ: Mapping[str, str]
+) -> dict[str, str]:
+    """The process environment over the .env file (beside the config unless --env-file)."""
+    path = env_file if env_file is not None else config_path.parent / ".env"
+    if env_file is not None and not path.is_file():
+        raise ConfigError(f"no env file at {path}", where="--env-file")
+    from_file = (
+        {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+    )
+    return {**from_file, **environ}
+
+
+def load_config(
+    explicit: Path | None = None,
+    *,
+    env_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Find, read and validate the config; the one entry point the CLI calls."""
+    environ = os.environ if environ is None else environ
+    path = find_config(explicit, environ)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read the config: {err}", where=str(path)) from err
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"not valid TOML: {err}", where=path.name) from err
+    env = load_env(env_file, path, environ)
+    return parse_config(data, path=path, text=text, env=env)
+
+
+def parse_config(
+    data: Mapping[str, Any], *, path: Path, text: str = "", env: Mapping[str, str] | None = None
+) -> Config:
+    """Validate an already-parsed TOML document; `text` lets errors point at a line."""
+    reader = _Reader(path, text)
+    reader.keys("", data, required={"newsletter", "sources", "sections"}, allowed=_TOP_KEYS)
+    newsletter = _newsletter(reader, reader.table("newsletter", data["newsletter"]))
+    sources = tuple(
+        _source(reader, f"sources[{n}]", raw, path.parent)
+        for n, raw in enumerate(reader.array_of_tables("sources", data["sources"]))
+    )
+    _unique(reader, "sources", [s.name for s in sources])
+    raw_sections = reader.array_of_tables("sections", data["sections"])
+    sections = _sections(reader, raw_sections, sources)
+    collect = _collect(reader, reader.table("collect", data.get("collect", {})))
+    selection = _selection(reader, reader.table("selection", data.get("selection", {})))
+    archive = reader.table("archive", data.get("archive", {}))
+    reader.keys("archive", archive, allowed={"path"})
+    archive_path = reader.optional(
+        "archive.path", archive, "path", str, "a file path", DEFAULT_ARCHIVE
+    )
+    return Config(
+        path=path,
+        newsletter=newsletter,
+        sources=sources,
+        sections=sections,
+        collect=collect,
+        selection=selection,
+        archive_path=path.parent / archive_path,
+        env=dict(env or {}),
+    )
+
+
+_TOP_KEYS = {"newsletter", "sources", "sections", "collect", "selection", "archive"}
+T = TypeVar("T")
+
+
+class _Reader:
+    """Type-checks values and words errors with the file, the key's line and the fix."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path, self.lines = path, text.splitlines()
+
+    def error(self, key: str, message: str, hint: str = "") -> ConfigError:
+        line = _line_of(self.lines, key)
+        where = f"{self.path.name}:{line}" if line else self.path.name
+        return ConfigError(f"{key}: {message}", where=where, hint=hint)
+
+    def keys(
+        self,
+        prefix: str,
+        table: Mapping[str, Any],
+        *,
+        allowed: set[str],
+        required: Collection[str] = (),
+    ) -> None:
+        dotted = (lambda k: f"{prefix}.{k}") if prefix else (lambda k: k)
+        for key in table:
+            if key not in allowed:
+                raise self.error(
+                    dotted(key),
+                    "unknown key",
+                    hint=f"known keys: {', '.join(sorted(allowed))} (docs/configuration.md)",
+                )
+        for key in sorted(set(required) - table.keys()):
+            raise self.error(dotted(key), "missing, and it is required")
+
+    def table(self, key: str, value: Any) -> Mapping[str, Any]:
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a table [{key}], got {_kind(value)}")
+        return value
+
+    def array_of_tables(self, key: str, value: Any) -> list[Mapping[str, Any]]:
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self.error(key, f"expected [[{key}]] tables, got {_kind(value)}")
+        if not value:
+            raise self.error(key, f"at least one [[{key}]] is required")
+        return value
+
+    def typed(
+        self, dotted: str, table: Mapping[str, Any], key: str, kind: type[T], expected: str
+    ) -> T:
+        value = table.get(key)
+        # bool is an int in Python; a true/false where a number belongs is still a mistake.
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise self.error(dotted, f"expected {expected}, got {_kind(value)}")
+        return value
+
+    def optional(
+        self,
+        dotted: str,
+        table: Mapping[str, Any],
+        key: str,
+        kind: type[T],
+        expected: str,
+        default: T,
+    ) -> T:
+        return self.typed(dotted, table, key, kind, expected) if key in table else default
+
+    def text(self, dotted: str, table: Mapping[str, Any], key: str, what: str = "a string") -> str:
+        value = self.typed(dotted, table, key, str, what).strip()
+        if not value:
+            raise self.error(dotted, f"expected {what}, got an empty string")
+        return value
+
+    def checked(self, dotted: str, value: T, ok: Callable[[T], bool], expected: str) -> T:
+        if not ok(value):
+            raise self.error(dotted, f"expected {expected}, got {value!r}")
+        return value
+
+
+def _newsletter(r: _Reader, raw: Mapping[str, Any]) -> Newsletter:
+    keys = {"name", "timezone", "language", "from", "public_url", "address"}
+    r.keys("newsletter", raw, allowed=keys, required=keys)
+    zone_name = r.text("newsletter.timezone", raw, "timezone", "an IANA time zone")
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise r.error(
+            "newsletter.timezone",
+            f"unknown time zone {zone_name!r}",
+            hint='use an IANA name such as "America/New_York" or "UTC"',
+        ) from err
+    sender = r.text("newsletter.from", raw, "from", 'an address like "Name <news@example.org>"')
+    r.checked("newsletter.from", sender, _looks_like_address, 'an address like "Name <a@b.org>"')
+    public_url = r.text("newsletter.public_url", raw, "public_url", "an http(s) URL")
+    r.checked("newsletter.public_url", public_url, _is_http_url, "an http(s) URL")
+    language = r.text("newsletter.language", raw, "language", 'a language code such as "en"')
+    r.checked("newsletter.language", language, _is_language, 'a code such as "en" or "es"')
+    return Newsletter(
+        name=r.text("newsletter.name", raw, "name"),
+        timezone=zone,
+        language=language,
+        sender=sender,
+        public_url=public_url.rstrip("/"),
+        address=r.text("newsletter.address", raw, "address", "the publication's postal address"),
+    )
+
+
+def _source(r: _Reader, key: str, raw: Mapping[str, Any], root: Path) -> SourceConfig:
+    r.keys(key, raw, allowed={"name", "url", "type", "section"}, required={"name", "url"})
+    url = r.text(f"{key}.url", raw, "url", "a local path or an http(s) URL")
+    if "://" in url and not _is_http_url(url):
+        raise r.error(f"{key}.url", f"expected a local path or an http(s) URL, got {url!r}")
+    source_type = r.optional(f"{key}.type", raw, "type", str, "a string", "auto")
+    r.checked(f"{key}.type", source_type, SOURCE_TYPES.__contains__, "auto, feed or wordpress")
+    section = raw.get("section")
+    if section is not None:
+        section = r.text(f"{key}.section", raw, "section", "a section name")
+    return SourceConfig(
+        name=r.text(f"{key}.name", raw, "name"),
+        url=url if _is_http_url(url) else str((root / url).resolve()),
+        type=cast(SourceType, source_type),
+        section=section,
+    )
+
+
+def _sections(
+    r: _Reader, raws: list[Mapping[str, Any]], sources: tuple[SourceConfig, ...]
+) -> tuple[SectionConfig, ...]:
+    sections = []
+    for n, raw in enumerate(raws):
+        key = f"sections[{n}]"
+        r.keys(
+            key, raw, allowed={"name", "categories", "max_articles", "catch_all"}, required={"name"}
+        )
+        name = r.text(f"{key}.name", raw, "name")
+        categories = r.optional(f"{key}.categories", raw, "categories", list, "a list of names", [])
+        if not all(isinstance(c, str) and c.strip() for c in categories):
+            raise r.error(f"{key}.categories", "expected a list of non-empty strings")
+        cap = r.optional(f"{key}.max_articles", raw, "max_articles", int, "a whole number", 5)
+        r.checked(f"{key}.max_articles", cap, lambda n: n >= 1, "a whole number of at least 1")
+        sections.append(
+            SectionConfig(
+                name=name,
+                categories=frozenset(c.strip().casefold() for c in categories),
+                max_articles=cap,
+                catch_all=r.optional(
+                    f"{key}.catch_all", raw, "catch_all", bool, "true or false", False
+                ),
+                sources=frozenset(s.name for s in sources if s.section == name),
+            )
+        )
+    _unique(r, "sections", [s.name for s in sections])
+    if sum(s.catch_all for s in sections) > 1:
+        raise r.error("sections", "more than one section has catch_all = true", hint="keep one")
+    names = {s.name for s in sections}
+    for n, source in enumerate(sources):
+        if source.section is not None and source.section not in names:
+            raise r.error(
+                f"sources[{n}].section",
+                f"no section is named {source.section!r}",
+                hint=f"use one of: {', '.join(sorted(names))}",
+            )
+    return tuple(sections)
+
+
+def _collect(r: _Reader, raw: Mapping[str, Any]) -> CollectSettings:
+    d = CollectSettings()
+    r.keys(
+        "collect",
+        raw,
+        allowed={"timeout", "max_bytes", "user_agent", "excerpt_length", "wordpress_max_pages"},
+    )
+    timeout = r.optional("collect.timeout", raw, "timeout", (int, float), "seconds", d.timeout)  # type: ignore[arg-type]
+    return CollectSettings(
+        timeout=r.checked("collect.timeout", float(timeout), lambda t: t > 0, "a positive number"),
+        max_bytes=r.checked(
+            "collect.max_bytes",
+            r.optional("collect.max_bytes", raw, "max_bytes", int, "a whole number", d.max_bytes),
+            lambda n: n >= 1024,
+            "at least 1024 bytes",
+        ),
+        user_agent=r.optional(
+            "collect.user_agent", raw, "user_agent", str, "a string", d.user_agent
+        ),
+        excerpt_length=r.checked(
+            "collect.excerpt_length",
+            r.optional(
+                "collect.excerpt_length",
+                raw,
+                "excerpt_length",
+                int,
+                "a whole number",
+                d.excerpt_length,
+            ),
+            lambda n: n >= 20,
+            "at least 20 characters",
+        ),
+        wordpress_max_pages=r.checked(
+            "collect.wordpress_max_pages",
+            r.optional(
+                "collect.wordpress_max_pages",
+                raw,
+                "wordpress_max_pages",
+                int,
+                "a whole number",
+                d.wordpress_max_pages,
+            ),
+            lambda n: n >= 1,
+            "at least 1 page",
+        ),
+    )
+
+
+def _selection(r: _Reader, raw: Mapping[str, Any]) -> SelectionSettings:
+    d = SelectionSettings()
+    r.keys("selection", raw, allowed={"days", "featured_category", "issue_id_format"})
+    days = r.optional("selection.days", raw, "days", int, "a whole number of days", d.days)
+    featured = raw.get("featured_category")
+    if featured is not None:
+        featured = r.text(
+            "selection.featured_category", raw, "featured_category", "a category name"
+        )
+    return SelectionSettings(
+        days=r.checked("selection.days", days, lambda n: n >= 1, "at least 1 day"),
+        featured_category=featured,
+        issue_id_format=r.text(
+            "selection.issue_id_format", raw, "issue_id_format", "a strftime format"
+        )
+        if "issue_id_format" in raw
+        else d.issue_id_format,
+    )
+
+
+def _unique(r: _Reader, key: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise r.error(key, f"two entries are named {name!r}", hint="names must be unique")
+        seen.add(name)
+
+
+def _is_language(value: str) -> bool:
+    return re.fullmatch(r"[a-z]{2,3}([_-][A-Za-z]{2,4})?", value) is not None
+
+
+def _is_http_url(value: str) -> bool:
+    return re.fullmatch(r"https?://[^\s/]+(/\S*)?", value) is not None
+
+
+def _looks_like_address(value: str) -> bool:
+    return re.fullmatch(r"([^<>\r\n]*<)?[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+>?", value) is not None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    names = {
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }
+    return f"{names.get(type(value), type(value).__name__)} ({value!r})"[:80]
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+
+
+def _line_of(lines: list[str], dotted: str) -> int | None:
+    """The 1-based line where `sections[2].max_articles` (or a table header) is written."""
+    match = re.fullmatch(r"([A-Za-z0-9_]+)(?:\[(\d+)\])?(?:\.([A-Za-z0-9_]+))?", dotted)
+    if not match:
+        return None
+    table, index, key = match.group(1), match.group(2), match.group(3)
+    if index is None and key is None:
+        table, key = "", table  # a top-level key, or a table named by itself
+    wanted_index = int(index) if index is not None else 0
+    current, seen, header_line = "", -1, None
+    for number, line in enumerate(lines, start=1):
+        header = _HEADER.match(line)
+        if header:
+            current = header.group(2)
+            if current == table:
+                seen += 1
+                if seen == wanted_index:
+                    header_line = number
+            elif table == "" and current == key:
+                return number
+            continue
+        in_target = current == table and (seen == wanted_index)
+        if in_target and key and re.match(rf"\s*{re.escape(key)}\s*=", line):
+            return number
+    return header_line

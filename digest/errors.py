@@ -1,0 +1,37 @@
+"""The project's own exceptions: problems a user can fix, each shown by the CLI as one line."""
+
+from __future__ import annotations
+
+
+class DigestError(Exception):
+    """A problem the user can fix; the CLI shows it as one line."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, where: str = "", hint: str = "") -> None:
+        super().__init__(message)
+        self.message, self.where, self.hint = message, where, hint
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.message}" if self.where else self.message
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+class ConfigError(DigestError):
+    """digest.toml or the environment is missing something or holds a wrong value."""
+
+
+class SourceError(DigestError):
+    """A source could not be fetched or parsed; collect reports it and goes on."""
+
+
+class ArchiveError(DigestError):
+    """The SQLite archive cannot be opened or is newer than this version understands."""
+
+
+class SelectionError(DigestError):
+    """The requested period or featured article does not make sense for this archive."""
+
+
+class ProjectError(DigestError):
+    """`digest init` would overwrite files or cannot write its starter project."""

@@ -1,0 +1,192 @@
+"""Loading digest.toml and the environment: every mistake is one line naming file, line and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from digest.config import load_config
+from digest.errors import ConfigError
+
+MINIMAL = """\
+[newsletter]
+name = "Left Voice Weekly"
+timezone = "America/New_York"
+language = "en"
+from = "Left Voice Weekly <weekly@news.example.org>"
+public_url = "https://news.example.org/digest/"
+address = "PO Box 1234, New York, NY 10001"
+
+[[sources]]
+name = "Left Voice"
+url = "feeds/leftvoice.xml"
+
+[[sources]]
+name = "Labor Notes"
+url = "https://labornotes.example.org/feed"
+section = "Labor"
+
+[[sections]]
+name = "Latin America"
+categories = ["Latin America", " argentina ", "Mexico"]
+max_articles = 5
+
+[[sections]]
+name = "Labor"
+categories = ["Labor"]
+
+[[sections]]
+name = "More"
+catch_all = true
+"""
+
+
+def write(folder: Path, text: str, name: str = "digest.toml") -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    return str(caught.value)
+
+
+def test_minimal_config_loads_with_defaults_and_resolved_paths(tmp_path: Path) -> None:
+    """Local source paths and the archive are resolved against the config file's folder."""
+    config = load_config(write(tmp_path, MINIMAL), environ={})
+    assert config.newsletter.timezone.key == "America/New_York"
+    assert config.newsletter.public_url == "https://news.example.org/digest"
+    assert config.sources[0].url == str(tmp_path / "feeds" / "leftvoice.xml")
+    assert config.sources[1].url == "https://labornotes.example.org/feed"
+    assert config.archive_path == tmp_path / ".digest" / "archive.sqlite3"
+    assert config.sections[0].categories == {"latin america", "argentina", "mexico"}
+    assert config.sections[1].sources == {"Labor Notes"}
+    assert config.sections[1].max_articles == 5
+    assert config.sections[2].catch_all
+
+
+def test_config_is_found_through_the_environment_variable(tmp_path: Path) -> None:
+    """Without --config, $DIGEST_CONFIG names the file."""
+    path = write(tmp_path, MINIMAL, "elsewhere.toml")
+    assert load_config(environ={"DIGEST_CONFIG": str(path)}).path == path
+
+
+def test_missing_config_says_how_to_create_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no file anywhere the error points at `digest init`."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"no config file at digest\.toml.*digest init"):
+        load_config(environ={})
+
+
+def test_dotenv_beside_the_config_never_overrides_the_environment(tmp_path: Path) -> None:
+    """.env fills in what the environment lacks; a variable already set wins."""
+    write(tmp_path, "DIGEST_SECRET=from-file\nSMTP_HOST=smtp.example.org\n", ".env")
+    config = load_config(write(tmp_path, MINIMAL), environ={"DIGEST_SECRET": "from-env"})
+    assert config.env["DIGEST_SECRET"] == "from-env"
+    assert config.env["SMTP_HOST"] == "smtp.example.org"
+
+
+def test_env_file_option_chooses_another_file(tmp_path: Path) -> None:
+    """--env-file replaces the .env beside the config, and a missing one is an error."""
+    write(tmp_path, "SMTP_HOST=beside\n", ".env")
+    other = write(tmp_path, "SMTP_HOST=chosen\n", "prod.env")
+    config = load_config(write(tmp_path, MINIMAL), env_file=other, environ={})
+    assert config.env["SMTP_HOST"] == "chosen"
+    with pytest.raises(ConfigError, match="no env file"):
+        load_config(tmp_path / "digest.toml", env_file=tmp_path / "nope.env", environ={})
+
+
+def test_unknown_key_names_file_line_and_known_keys(tmp_path: Path) -> None:
+    """A typo is reported at its line with the keys that would have been accepted."""
+    text = MINIMAL.replace("max_articles = 5\n", "max_articles = 5\nmax_article = 3\n")
+    message = load_error(write(tmp_path, text))
+    assert message.startswith("digest.toml:22: sections[0].max_article: unknown key")
+    assert "catch_all" in message and "max_articles" in message
+
+
+def test_wrong_type_says_what_was_expected(tmp_path: Path) -> None:
+    """A string where a number belongs names the key, its line and the expected type."""
+    text = MINIMAL.replace("max_articles = 5", 'max_articles = "five"')
+    message = load_error(write(tmp_path, text))
+    assert message.startswith("digest.toml:21: sections[0].max_articles: expected a whole number")
+    assert "'five'" in message
+
+
+def test_boolean_is_not_accepted_as_a_number(tmp_path: Path) -> None:
+    """`max_articles = true` is a mistake even though Python counts bools as ints."""
+    text = MINIMAL.replace("max_articles = 5", "max_articles = true")
+    assert "expected a whole number" in load_error(write(tmp_path, text))
+
+
+def test_missing_required_key_is_named(tmp_path: Path) -> None:
+    """Leaving out [newsletter].address names that key."""
+    text = MINIMAL.replace('address = "PO Box 1234, New York, NY 10001"\n', "")
+    assert "newsletter.address: missing, and it is required" in load_error(write(tmp_path, text))
+
+
+def test_unknown_timezone_suggests_an_iana_name(tmp_path: Path) -> None:
+    """A made-up time zone is refused with an example of a real one."""
+    text = MINIMAL.replace("America/New_York", "Eastern")
+    message = load_error(write(tmp_path, text))
+    assert "digest.toml:3: newsletter.timezone: unknown time zone 'Eastern'" in message
+    assert "America/New_York" in message
+
+
+def test_pinned_section_must_exist(tmp_path: Path) -> None:
+    """A source pinned to a section that is not configured is an error listing the sections."""
+    text = MINIMAL.replace('section = "Labor"', 'section = "Labour"')
+    message = load_error(write(tmp_path, text))
+    assert "sources[1].section: no section is named 'Labour'" in message
+    assert "Latin America" in message
+
+
+def test_malformed_toml_is_one_line(tmp_path: Path) -> None:
+    """A TOML syntax error names the file and says what tomllib saw."""
+    message = load_error(write(tmp_path, MINIMAL + "\n[[sections]\n"))
+    assert message.startswith("digest.toml: not valid TOML")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            ("https://news.example.org/digest/", "news.example.org"),
+            "public_url: expected an http(s)",
+        ),
+        (('url = "feeds/leftvoice.xml"', 'url = "ftp://x.org/f"'), "sources[0].url: expected"),
+        (('name = "More"', 'name = "Labor"'), "sections: two entries are named 'Labor'"),
+        (('language = "en"', 'language = "English"'), "newsletter.language: expected a code"),
+        (("weekly@news.example.org", "weekly"), "newsletter.from: expected an address"),
+        (
+            ('name = "Left Voice"\n', 'name = "Left Voice"\ntype = "atom"\n'),
+            "auto, feed or wordpress",
+        ),
+        (
+            ('[[sections]]\nname = "Labor"', '[[sections]]\ncatch_all = true\nname = "Labor"'),
+            "more than one section has catch_all",
+        ),
+    ],
+)
+def test_invalid_values_are_refused(tmp_path: Path, edit: tuple[str, str], expected: str) -> None:
+    """Each bad value is caught when the config loads, not later in a run."""
+    assert expected in load_error(write(tmp_path, MINIMAL.replace(*edit)))
+
+
+def test_optional_tables_are_checked_too(tmp_path: Path) -> None:
+    """[collect], [selection] and [archive] accept their keys and refuse others."""
+    extra = (
+        "[collect]\ntimeout = 5\nexcerpt_length = 120\n[selection]\ndays = 14\n"
+        'featured_category = "Featured"\n[archive]\npath = "data/a.sqlite3"\n'
+    )
+    config = load_config(write(tmp_path, extra + MINIMAL), environ={})
+    assert (config.collect.timeout, config.collect.excerpt_length) == (5.0, 120)
+    assert (config.selection.days, config.selection.featured_category) == (14, "Featured")
+    assert config.archive_path == tmp_path / "data" / "a.sqlite3"
+    message = load_error(write(tmp_path, "[collect]\nretries = 3\n" + MINIMAL))
+    assert message.startswith("digest.toml:2: collect.retries: unknown key")
