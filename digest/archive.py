@@ -1,0 +1,366 @@
+"""The SQLite archive: every article seen, each source's fetch state, and what each issue held.
+
+Times are stored as UTC ISO 8601 text, which sorts in time order, so SQL compares them as
+strings. Bylines and categories are joined with the unit separator: cheap to split on load.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from digest.errors import ArchiveError
+from digest.models import Article, FetchState, Image, Issue, Period
+
+# Schema version N is MIGRATIONS[N - 1]; add new scripts at the end, never edit old ones.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE articles (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        url TEXT NOT NULL,
+        title TEXT NOT NULL,
+        published TEXT NOT NULL,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        excerpt TEXT NOT NULL,
+        bylines TEXT NOT NULL,
+        categories TEXT NOT NULL,
+        image_url TEXT,
+        image_alt TEXT,
+        date_estimated INTEGER NOT NULL
+    );
+    CREATE INDEX articles_published ON articles (published);
+    CREATE INDEX articles_url ON articles (url);
+    CREATE TABLE source_state (
+        source TEXT PRIMARY KEY,
+        etag TEXT,
+        last_modified TEXT,
+        fetched_at TEXT NOT NULL
+    );
+    CREATE TABLE issues (
+        id TEXT PRIMARY KEY,
+        period_start TEXT NOT NULL,
+        period_end TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        sent_at TEXT
+    );
+    CREATE TABLE issue_articles (
+        issue_id TEXT NOT NULL REFERENCES issues (id),
+        article_id TEXT NOT NULL REFERENCES articles (id),
+        section TEXT,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (issue_id, article_id)
+    );
+    CREATE INDEX issue_articles_article ON issue_articles (article_id);
+    """,
+)
+
+_SEPARATOR = "\x1f"  # ASCII unit separator: never part of a name
+
+# The columns an Article is made of, in the order of its fields.
+_ARTICLE_COLUMNS = (
+    "id, url, title, published, source, excerpt, bylines, categories, image_url, image_alt, "
+    "date_estimated"
+)
+# What upsert compares to decide between updated and unchanged; `published` is index 3.
+_CONTENT_COLUMNS = (
+    "source, url, title, published, excerpt, bylines, categories, image_url, image_alt, "
+    "date_estimated"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertCounts:
+    """What storing one batch of articles did, for collect's report."""
+
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+class Archive:
+    """An open archive file; use it as a context manager so the connection is closed."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> Archive:
+        """Open (creating if need be) the archive at `path`, bringing its schema up to date."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit: transactions are begun explicitly, so each write is one transaction.
+            connection = sqlite3.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as err:
+            raise ArchiveError(f"cannot open the archive: {err}", where=str(path)) from err
+        archive = cls(connection, path)
+        try:
+            archive._prepare()
+        except BaseException:
+            connection.close()
+            raise
+        return archive
+
+    def _prepare(self) -> None:
+        try:
+            self._db.execute("PRAGMA busy_timeout = 5000")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA journal_mode = WAL")  # the first read of the file
+        except sqlite3.Error as err:
+            if err.sqlite_errorname == "SQLITE_NOTADB":
+                raise ArchiveError(
+                    "not an SQLite database, so not a digest archive",
+                    where=str(self.path),
+                    hint="point [archive] path in digest.toml at a new file, or move this one away",
+                ) from err
+            raise ArchiveError(f"cannot open the archive: {err}", where=str(self.path)) from err
+        with self._reading("reading the archive schema") as db:
+            version: int = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise ArchiveError(
+                f"archive schema v{version} is newer than this digest understands",
+                where=str(self.path),
+                hint="upgrade digest",
+            )
+        if version < len(MIGRATIONS):
+            with self._transaction("updating the archive schema") as db:
+                # Again, under the write lock: another process may have just migrated it.
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                    for statement in _statements(script):
+                        db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {number}")
+
+    def close(self) -> None:
+        """Close the connection; every write was already committed."""
+        self._db.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back on any error, SQLite's own shown as ArchiveError."""
+        with self._reading(doing):
+            # IMMEDIATE takes the write lock up front, so busy_timeout applies instead of a
+            # deadlock between two readers that both want to write.
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _reading(self, doing: str) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._db
+        except sqlite3.Error as err:
+            raise ArchiveError(f"{doing} failed: {err}", where=str(self.path)) from err
+
+    def upsert_articles(self, articles: Iterable[Article], *, seen_at: datetime) -> UpsertCounts:
+        """Store a batch of fetched articles; one seen before is updated in place, never copied."""
+        seen = _iso(seen_at)
+        new = updated = unchanged = 0
+        with self._transaction("saving articles") as db:
+            for article in articles:
+                stored = db.execute(
+                    f"SELECT {_CONTENT_COLUMNS} FROM articles WHERE id = ?", (article.id,)
+                ).fetchone()
+                if stored is None:
+                    db.execute(
+                        f"INSERT INTO articles (id, first_seen, last_seen, {_CONTENT_COLUMNS}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (article.id, seen, seen, *_content(article, stored)),
+                    )
+                    new += 1
+                elif (content := _content(article, stored)) == stored:
+                    db.execute("UPDATE articles SET last_seen = ? WHERE id = ?", (seen, article.id))
+                    unchanged += 1
+                else:
+                    db.execute(
+                        "UPDATE articles SET last_seen = ?, source = ?, url = ?, title = ?, "
+                        "published = ?, excerpt = ?, bylines = ?, categories = ?, "
+                        "image_url = ?, image_alt = ?, date_estimated = ? WHERE id = ?",
+                        (seen, *content, article.id),
+                    )
+                    updated += 1
+        return UpsertCounts(new=new, updated=updated, unchanged=unchanged)
+
+    def fetch_state(self, source: str) -> FetchState | None:
+        """The validators the source sent last time, or None if it was never fetched."""
+        with self._reading("reading fetch state") as db:
+            row = db.execute(
+                "SELECT etag, last_modified FROM source_state WHERE source = ?", (source,)
+            ).fetchone()
+        return None if row is None else FetchState(etag=row[0], last_modified=row[1])
+
+    def save_fetch_state(self, source: str, state: FetchState, *, fetched_at: datetime) -> None:
+        """Remember the source's validators for the next conditional request."""
+        with self._transaction("saving fetch state") as db:
+            db.execute(
+                "INSERT INTO source_state (source, etag, last_modified, fetched_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET "
+                "etag = excluded.etag, last_modified = excluded.last_modified, "
+                "fetched_at = excluded.fetched_at",
+                (source, state.etag, state.last_modified, _iso(fetched_at)),
+            )
+
+    def candidates(self, period: Period) -> list[Article]:
+        """The period's articles that no sent issue has carried yet, newest first."""
+        with self._reading("reading articles") as db:
+            rows = db.execute(
+                f"SELECT {_ARTICLE_COLUMNS} FROM articles "
+                "WHERE published >= ? AND published < ? AND id NOT IN ("
+                "  SELECT article_id FROM issue_articles JOIN issues ON issues.id = issue_id"
+                "  WHERE sent_at IS NOT NULL"
+                ") ORDER BY published DESC, id",
+                (_iso(period.start), _iso(period.end)),
+            ).fetchall()
+        return _articles(rows)
+
+    def article_by_url(self, url: str) -> Article | None:
+        """The archived article at `url`, the newest one if several ids share it."""
+        with self._reading("reading articles") as db:
+            rows = db.execute(
+                f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE url = ? "
+                "ORDER BY published DESC, id LIMIT 1",
+                (url,),
+            ).fetchall()
+        return next(iter(_articles(rows)), None)
+
+    def record_issue(self, issue: Issue, *, created_at: datetime) -> None:
+        """Store which articles the issue holds; an unsent issue recorded again is replaced."""
+        with self._transaction("recording the issue") as db:
+            row = db.execute("SELECT sent_at FROM issues WHERE id = ?", (issue.id,)).fetchone()
+            if row is not None and row[0] is not None:
+                raise ArchiveError(
+                    f"issue {issue.id} was sent at {row[0]}; its articles cannot change",
+                    where=str(self.path),
+                    hint="build the next issue instead",
+                )
+            db.execute(
+                "INSERT INTO issues (id, period_start, period_end, created_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "period_start = excluded.period_start, period_end = excluded.period_end, "
+                "created_at = excluded.created_at",
+                (issue.id, _iso(issue.period.start), _iso(issue.period.end), _iso(created_at)),
+            )
+            db.execute("DELETE FROM issue_articles WHERE issue_id = ?", (issue.id,))
+            featured = [(issue.featured, None)] if issue.featured else []
+            placed = featured + [(a, s.name) for s in issue.sections for a in s.articles]
+            db.executemany(
+                "INSERT INTO issue_articles (issue_id, article_id, section, position) "
+                "VALUES (?, ?, ?, ?)",
+                [
+                    (issue.id, article.id, section, position)
+                    for position, (article, section) in enumerate(placed)
+                ],
+            )
+
+    def mark_sent(self, issue_id: str, *, sent_at: datetime) -> None:
+        """Note that the issue went out, so its articles are no longer candidates."""
+        with self._transaction("marking the issue sent") as db:
+            # COALESCE: a resumed send keeps the time the issue first went out.
+            cursor = db.execute(
+                "UPDATE issues SET sent_at = COALESCE(sent_at, ?) WHERE id = ?",
+                (_iso(sent_at), issue_id),
+            )
+            if cursor.rowcount == 0:
+                raise ArchiveError(
+                    f"no issue {issue_id} in the archive",
+                    where=str(self.path),
+                    hint="build the issue before sending it",
+                )
+
+    def last_sent_period_end(self) -> datetime | None:
+        """Where the last sent issue's period ended: the default start of the next one."""
+        with self._reading("reading issues") as db:
+            (end,) = db.execute(
+                "SELECT MAX(period_end) FROM issues WHERE sent_at IS NOT NULL"
+            ).fetchone()
+        return None if end is None else datetime.fromisoformat(end)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def _content(article: Article, stored: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """The row values upsert compares, in _CONTENT_COLUMNS order."""
+    if stored is not None and article.date_estimated:
+        # A feed without dates yields a new estimate on every fetch; the first one stands.
+        published, estimated = stored[3], stored[9]
+    else:
+        published, estimated = _iso(article.published), int(article.date_estimated)
+    image = article.image
+    return (
+        # The first source to carry an article keeps it: two feeds sharing a story (the main
+        # feed and a category feed, say) must not flip it back and forth on every collect.
+        article.source if stored is None else stored[0],
+        article.url,
+        article.title,
+        published,
+        article.excerpt,
+        _join(article.bylines),
+        _join(article.categories),
+        image.url if image else None,
+        image.alt if image else None,
+        estimated,
+    )
+
+
+def _join(names: tuple[str, ...]) -> str:
+    # Empty names are dropped: "" already stands for no names at all.
+    return _SEPARATOR.join(name.replace(_SEPARATOR, " ") for name in names if name)
+
+
+def _articles(rows: Iterable[tuple[Any, ...]]) -> list[Article]:
+    """Articles from _ARTICLE_COLUMNS rows; the hot path of candidates, so kept plain."""
+    parse, sep = datetime.fromisoformat, _SEPARATOR
+    return [
+        Article(
+            id_,
+            url,
+            title,
+            parse(when),
+            source,
+            excerpt,
+            tuple(bylines.split(sep)) if bylines else (),
+            tuple(tags.split(sep)) if tags else (),
+            None if image is None else Image(image, alt),
+            estimated == 1,
+        )
+        for id_, url, title, when, source, excerpt, bylines, tags, image, alt, estimated in rows
+    ]
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script into statements, which run inside our own transaction.
+
+    executescript would commit first; a trigger body's own semicolons stay in its statement.
+    """
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending) and pending.strip(" \n;"):
+            yield pending
+            pending = ""
