@@ -58,7 +58,7 @@ class CollectSettings:
 
     timeout: float = 20.0  # seconds, per request
     max_bytes: int = 10_000_000  # a larger response is refused
-    user_agent: str = "digest/0.1 (+https://github.com/digest-newsletter/digest)"
+    user_agent: str = "digest/0.1 (newsletter digest; feed reader)"
     excerpt_length: int = 280  # characters, ellipsis included
     wordpress_max_pages: int = 3  # pages of /wp-json/wp/v2/posts (100 posts each)
 

@@ -1,0 +1,71 @@
+"""The data flows one way: each module imports only the steps before it (checked with ast)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "digest"
+
+# module -> the digest modules it may import. Joining steps is pipeline's job; cli sits on top.
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "models": set(),
+    "text": set(),
+    "config": {"errors"},
+    "project": {"errors"},
+    "sources": {"errors", "models", "config", "text"},
+    "archive": {"errors", "models"},
+    "selector": {"errors", "models", "config"},
+    "pipeline": {"errors", "models", "config", "sources", "archive", "selector"},
+    "cli": {"errors", "models", "config", "project", "pipeline", "selector"},
+    "__init__": set(),
+    "__main__": {"cli"},
+}
+
+
+def imports_of(path: Path) -> tuple[set[str], set[str]]:
+    """(digest modules, top-level third-party or stdlib modules) a file imports."""
+    ours, others = set(), set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "digest":
+                ours.update(alias.name for alias in node.names)
+            elif node.module.startswith("digest."):
+                ours.add(node.module.split(".")[1])
+            else:
+                others.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("digest."):
+                    ours.add(alias.name.split(".")[1])
+                else:
+                    others.add(alias.name.split(".")[0])
+    return ours, others
+
+
+MODULES = sorted(PACKAGE.glob("*.py"))
+
+
+def test_every_module_has_an_import_rule() -> None:
+    """A new module must be placed in the data flow before it can be imported."""
+    assert {path.stem for path in MODULES} <= ALLOWED.keys()
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.stem)
+def test_module_imports_only_earlier_steps(path: Path) -> None:
+    """No step reaches forward or sideways into another step."""
+    ours, _ = imports_of(path)
+    assert ours <= ALLOWED[path.stem], f"{path.stem} imports {ours - ALLOWED[path.stem]}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.stem)
+def test_click_stays_in_the_cli_and_asyncio_at_the_edges(path: Path) -> None:
+    """Only cli knows click; only sources (and pipeline, to enter it) use asyncio."""
+    _, others = imports_of(path)
+    if path.stem != "cli":
+        assert "click" not in others
+    if path.stem not in {"sources", "pipeline"}:
+        assert "asyncio" not in others
