@@ -22,6 +22,7 @@ from digest.errors import ConfigError
 CONFIG_FILENAME = "digest.toml"
 CONFIG_ENV_VAR = "DIGEST_CONFIG"
 DEFAULT_ARCHIVE = ".digest/archive.sqlite3"
+DEFAULT_SUBSCRIBERS = "subscribers.csv"
 
 SourceType = Literal["auto", "feed", "wordpress"]
 SOURCE_TYPES: tuple[SourceType, ...] = ("auto", "feed", "wordpress")
@@ -73,6 +74,24 @@ class SelectionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EmailSettings:
+    """How the email is rendered: the user's template folder, subject and editor's note."""
+
+    templates: Path | None = None  # looked up before the packaged templates, partial by partial
+    subject: str | None = None  # a Jinja template; None: the packaged one in the language
+    note: Path | None = None  # the editor's note shown under the header (plain text)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingSettings:
+    """UTM parameters added to article links; "{issue_id}" in a value becomes the issue id."""
+
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Newsletter:
     name: str
     timezone: ZoneInfo
@@ -91,8 +110,11 @@ class Config:
     sources: tuple[SourceConfig, ...]
     sections: tuple[SectionConfig, ...]
     archive_path: Path
+    subscribers_path: Path
     collect: CollectSettings = CollectSettings()
     selection: SelectionSettings = SelectionSettings()
+    email: EmailSettings = EmailSettings()
+    tracking: TrackingSettings = TrackingSettings()
     env: Mapping[str, str] = field(default_factory=dict)  # os.environ over the .env file
 
     @property
@@ -166,6 +188,13 @@ def parse_config(
     sections = _sections(reader, raw_sections, sources)
     collect = _collect(reader, reader.table("collect", data.get("collect", {})))
     selection = _selection(reader, reader.table("selection", data.get("selection", {})))
+    subscribers = reader.table("subscribers", data.get("subscribers", {}))
+    reader.keys("subscribers", subscribers, allowed={"file"})
+    subscribers_file = reader.optional(
+        "subscribers.file", subscribers, "file", str, "a file path", DEFAULT_SUBSCRIBERS
+    )
+    email = _email(reader, reader.table("email", data.get("email", {})), path.parent)
+    tracking = _tracking(reader, reader.table("tracking", data.get("tracking", {})))
     archive = reader.table("archive", data.get("archive", {}))
     reader.keys("archive", archive, allowed={"path"})
     archive_path = reader.optional(
@@ -179,11 +208,24 @@ def parse_config(
         collect=collect,
         selection=selection,
         archive_path=path.parent / archive_path,
+        subscribers_path=path.parent / subscribers_file,
+        email=email,
+        tracking=tracking,
         env=dict(env or {}),
     )
 
 
-_TOP_KEYS = {"newsletter", "sources", "sections", "collect", "selection", "archive"}
+_TOP_KEYS = {
+    "newsletter",
+    "sources",
+    "sections",
+    "collect",
+    "selection",
+    "archive",
+    "subscribers",
+    "email",
+    "tracking",
+}
 T = TypeVar("T")
 
 
@@ -413,6 +455,28 @@ def _selection(r: _Reader, raw: Mapping[str, Any]) -> SelectionSettings:
         if "issue_id_format" in raw
         else d.issue_id_format,
     )
+
+
+def _email(r: _Reader, raw: Mapping[str, Any], root: Path) -> EmailSettings:
+    r.keys("email", raw, allowed={"templates", "subject", "note"})
+
+    def path(key: str) -> Path | None:
+        return root / r.text(f"email.{key}", raw, key, "a path") if key in raw else None
+
+    templates, note = path("templates"), path("note")
+    if templates is not None and not templates.is_dir():
+        raise r.error("email.templates", f"no folder at {templates}")
+    if note is not None and not note.is_file():
+        raise r.error("email.note", f"no file at {note}")
+    subject = r.text("email.subject", raw, "subject", "a template") if "subject" in raw else None
+    return EmailSettings(templates=templates, subject=subject, note=note)
+
+
+def _tracking(r: _Reader, raw: Mapping[str, Any]) -> TrackingSettings:
+    keys = ("utm_source", "utm_medium", "utm_campaign")
+    r.keys("tracking", raw, allowed=set(keys))
+    values = {k: r.text(f"tracking.{k}", raw, k) if k in raw else None for k in keys}
+    return TrackingSettings(**values)
 
 
 def _unique(r: _Reader, key: str, names: list[str]) -> None:

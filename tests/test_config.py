@@ -190,3 +190,20 @@ def test_optional_tables_are_checked_too(tmp_path: Path) -> None:
     assert config.archive_path == tmp_path / "data" / "a.sqlite3"
     message = load_error(write(tmp_path, "[collect]\nretries = 3\n" + MINIMAL))
     assert message.startswith("digest.toml:2: collect.retries: unknown key")
+
+
+def test_email_tracking_and_subscriber_tables(tmp_path: Path) -> None:
+    """[email] paths must exist; [tracking] values are kept; [subscribers] file is resolved."""
+    (tmp_path / "my-templates").mkdir()
+    extra = (
+        '[email]\ntemplates = "my-templates"\nsubject = "{{ newsletter.name }}"\n'
+        '[tracking]\nutm_source = "newsletter"\nutm_campaign = "weekly-{issue_id}"\n'
+        '[subscribers]\nfile = "lists/readers.csv"\n'
+    )
+    config = load_config(write(tmp_path, extra + MINIMAL), environ={})
+    assert config.email.templates == tmp_path / "my-templates"
+    assert config.email.subject == "{{ newsletter.name }}"
+    assert (config.tracking.utm_source, config.tracking.utm_medium) == ("newsletter", None)
+    assert config.subscribers_path == tmp_path / "lists" / "readers.csv"
+    missing = write(tmp_path, '[email]\nnote = "note.txt"\n' + MINIMAL)
+    assert load_error(missing).startswith("digest.toml:2: email.note: no file at")

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from digest.cli import cli
-from digest.config import CollectSettings, SelectionSettings
+from digest.config import CollectSettings, EmailSettings, SelectionSettings, TrackingSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -36,6 +36,8 @@ def test_every_command_has_help_and_a_readme_entry(name: str) -> None:
     [
         ("collect", CollectSettings.__dataclass_fields__),
         ("selection", SelectionSettings.__dataclass_fields__),
+        ("email", EmailSettings.__dataclass_fields__),
+        ("tracking", TrackingSettings.__dataclass_fields__),
     ],
 )
 def test_every_optional_setting_is_documented(table: str, keys: dict[str, object]) -> None:
