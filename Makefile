@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+CHROMIUM := /usr/bin/chromium
+NODE_MODULES := tests/email-lint/node_modules
+
 .PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml
@@ -12,12 +15,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Browser tests drive Debian's Chromium: browser downloads are not possible here.
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core
+
+# doiuse-email checks the built HTML against email clients' CSS support.
+$(NODE_MODULES): tests/email-lint/package.json tests/email-lint/package-lock.json
+	cd tests/email-lint && npm ci --silent --no-audit --no-fund
+	touch $(NODE_MODULES)
+
 ## Show the example publication's selection for its bundled week (no server, no network).
 demo: $(STAMP)
 	$(BIN)/digest --config examples/digest.toml build --format json --since 2026-11-16 --until 2026-11-22
 
 ## Lint, type-check and run the tests.
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM) $(if $(wildcard tests/email-lint/package.json),$(NODE_MODULES))
 	$(BIN)/ruff check digest tests bench
 	$(BIN)/ruff format --check digest tests bench
 	$(BIN)/mypy
@@ -32,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis examples/.digest
+	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis examples/.digest $(NODE_MODULES)
