@@ -35,3 +35,23 @@ class SelectionError(DigestError):
 
 class ProjectError(DigestError):
     """`digest init` would overwrite files or cannot write its starter project."""
+
+
+class SubscriberFileError(DigestError):
+    """The subscriber list cannot be read or written, or a change to it is refused."""
+
+
+class TokenError(DigestError):
+    """An unsubscribe or preferences token is malformed, altered, forged or for another list."""
+
+
+class ServeError(DigestError):
+    """`digest serve` cannot listen on the host and port it was given."""
+
+
+class TemplateError(DigestError):
+    """An email template does not compile or render; `where` names its file and line."""
+
+
+class MessageError(DigestError):
+    """A message cannot be composed: an address or header value email does not allow."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 
 def _require_aware(name: str, value: datetime) -> None:
@@ -86,3 +87,53 @@ class FetchState:
 
     etag: str | None = None
     last_modified: str | None = None
+
+
+class SubscriberStatus(StrEnum):
+    """Where a subscriber stands; only `subscribed` rows receive mail."""
+
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"  # a permanent delivery failure
+    COMPLAINED = "complained"  # marked a message as spam
+
+
+def email_key(address: str) -> str:
+    """How addresses compare: case-insensitively, stray spaces ignored.
+
+    `lower()`, not `casefold()`: casefolding turns "ß" into "ss", which would make two different
+    internationalised addresses one.
+    """
+    return address.strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """One reader on the list, as a row of the subscriber file."""
+
+    email: str  # as written, without surrounding spaces; compare `key`
+    first_name: str = ""
+    last_name: str = ""
+    status: SubscriberStatus = SubscriberStatus.SUBSCRIBED
+    sections: tuple[str, ...] = ()  # section names; empty: every section
+    language: str = ""  # empty: the newsletter's language
+    subscribed_at: datetime | None = None  # aware
+    unsubscribed_at: datetime | None = None  # aware; when they stopped receiving mail
+    source: str = ""  # how they joined: "signup-form", "cli", "import:mailchimp", ...
+    # Columns the project does not know, (header, value) in the file's order, kept on rewrite.
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.subscribed_at is not None:
+            _require_aware("Subscriber.subscribed_at", self.subscribed_at)
+        if self.unsubscribed_at is not None:
+            _require_aware("Subscriber.unsubscribed_at", self.unsubscribed_at)
+
+    @property
+    def key(self) -> str:
+        """The address as compared: two rows with the same key are the same reader."""
+        return email_key(self.email)
+
+    @property
+    def receives_mail(self) -> bool:
+        return self.status is SubscriberStatus.SUBSCRIBED
