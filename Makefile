@@ -24,9 +24,9 @@ $(NODE_MODULES): tests/email-lint/package.json tests/email-lint/package-lock.jso
 	cd tests/email-lint && npm ci --silent --no-audit --no-fund
 	touch $(NODE_MODULES)
 
-## Show the example publication's selection for its bundled week (no server, no network).
+## Build the example publication's bundled week as HTML, text and .eml (no server, no network).
 demo: $(STAMP)
-	$(BIN)/digest --config examples/digest.toml build --format json --since 2026-11-16 --until 2026-11-22
+	$(BIN)/digest --config examples/digest.toml build --since 2026-11-16 --until 2026-11-22
 
 ## Lint, type-check and run the tests.
 test: $(STAMP) $(CHROMIUM) $(if $(wildcard tests/email-lint/package.json),$(NODE_MODULES))
@@ -44,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis examples/.digest $(NODE_MODULES)
+	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis examples/.digest examples/out $(NODE_MODULES)

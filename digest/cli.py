@@ -6,6 +6,7 @@ Exit codes: 0 done; 1 a problem the message explains (config, sources, archive, 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import traceback
@@ -14,12 +15,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import click
 
-from digest import pipeline, project, selector
+from digest import pipeline, preview, project, selector, subscribers, tokens, web
 from digest.config import Config, load_config
-from digest.errors import DigestError
+from digest.errors import DigestError, SubscriberFileError, TokenError
+from digest.models import SubscriberStatus, email_key
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -115,9 +118,9 @@ def cli(
     """Build a publication's weekly email digest from its feeds.
 
     \b
-    Start a project and see its first selection:
+    Start a project and build its first issue (HTML, text and .eml in out/):
       digest init my-digest && cd my-digest
-      digest build --format json --since 2026-11-16 --until 2026-11-22
+      digest build --since 2026-11-16 --until 2026-11-22
     """
     ctx.obj = App(config_path, env_file, verbose, quiet)
 
@@ -135,7 +138,7 @@ def init(app: App, directory: Path) -> None:
     """
     for path in project.init_project(directory):
         app.info(f"wrote {path}")
-    app.info(f"next: cd {directory} && digest build --format json")
+    app.info(f"next: cd {directory} && digest build")
 
 
 @cli.command()
@@ -161,10 +164,26 @@ def collect(app: App) -> None:
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["json"]),
-    default="json",
-    show_default=True,
-    help="What to print.",
+    type=click.Choice(["json", "html", "text", "eml"]),
+    help="Print this one to stdout instead of writing files (json: the selection).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the files into this folder (default: out/ beside the config).",
+)
+@click.option(
+    "--for",
+    "recipient",
+    metavar="EMAIL",
+    help="Render the copy this subscriber gets (default: a made-up reader).",
+)
+@click.option(
+    "--note",
+    "note_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The editor's note, a plain-text file (default: [email] note).",
 )
 @click.pass_obj
 def build(
@@ -172,14 +191,21 @@ def build(
     request: pipeline.PeriodRequest,
     feature_url: str | None,
     offline: bool,
-    output_format: str,
+    output_format: str | None,
+    out_dir: Path | None,
+    recipient: str | None,
+    note_path: Path | None,
 ) -> None:
-    """Select this period's articles, section by section, and print the issue.
+    """Select this period's articles and write the issue as HTML, text and .eml.
 
-    Collects first unless --offline. The same archive and period always print the same bytes.
+    Collects first unless --offline, then writes out/ISSUE.html, out/ISSUE.txt and out/ISSUE.eml
+    (the complete message, as one reader receives it) and prints their paths. The same archive
+    and period always give the same selection.
 
     \b
-      digest build --format json --since 2026-11-16 --until 2026-11-22
+      digest build --since 2026-11-16 --until 2026-11-22
+      digest build --format json --offline
+      digest build --for ana@example.org --note note.txt
     """
     config, now = app.config, app.now
     if not offline:
@@ -191,7 +217,463 @@ def build(
             f"no articles between {issue.period.start:%Y-%m-%d %H:%M} and "
             f"{issue.period.end:%Y-%m-%d %H:%M}; try another period or `digest collect`"
         )
-    click.echo(selector.issue_to_json(issue, timezone=config.newsletter.timezone), nl=False)
+    if output_format == "json":
+        click.echo(selector.issue_to_json(issue, timezone=config.newsletter.timezone), nl=False)
+        return
+    copy = pipeline.sample(config, issue, now=now, recipient=recipient, note_path=note_path)
+    for warning in copy.reader.warnings:
+        app.warn(warning)
+    if output_format == "html":
+        click.echo(copy.email.html, nl=False)
+    elif output_format == "text":
+        click.echo(copy.email.text, nl=False)
+    elif output_format == "eml":
+        click.echo(copy.eml, nl=False)
+    else:
+        paths = pipeline.write_sample(copy, out_dir or pipeline.default_out_dir(config))
+        click.echo("\n".join(str(path) for path in paths))
+
+
+@cli.command()
+@click.option("--host", default=web.DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=web.DEFAULT_PORT,
+    show_default=True,
+    help="TCP port; 0 picks a free one.",
+)
+@click.pass_obj
+def serve(app: App, host: str, port: int) -> None:
+    """Serve the readers' unsubscribe and preferences pages, the links in every issue.
+
+    Put it behind an HTTPS reverse proxy at [newsletter] public_url; links are signed with
+    DIGEST_SECRET. Runs until Ctrl-C.
+
+    \b
+      digest serve --port 8026
+    """
+    if not web.is_loopback(host):
+        app.warn(
+            f"listening on {host}, beyond this machine: readers' links carry their token, "
+            "so serve them only over HTTPS, through a reverse proxy"
+        )
+    web.serve(app.config, host=host, port=port, announce=app.info)
+
+
+@cli.command(name="preview")
+@period_options
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=preview.DEFAULT_PORT,
+    show_default=True,
+    help="TCP port on 127.0.0.1; 0 picks a free one.",
+)
+@click.option("--no-open", is_flag=True, help="Only print the address; open no browser.")
+@click.option("--feature", "feature_url", metavar="URL", help="Put this article on top.")
+@click.option(
+    "--note",
+    "note_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The editor's note, a plain-text file (default: [email] note).",
+)
+@click.pass_obj
+def preview_issue(
+    app: App,
+    request: pipeline.PeriodRequest,
+    port: int,
+    no_open: bool,
+    feature_url: str | None,
+    note_path: Path | None,
+) -> None:
+    """Show the issue in a browser as readers will get it, reloading as you edit.
+
+    Serves http://127.0.0.1:8025/ on this machine only: the inbox line (from, subject,
+    preheader), the email at desktop and phone width, its plain text, and any subscriber's copy.
+    Uses the archive as it is (run `digest collect` first); the page reloads by itself when a
+    template, the config, the note, the subscribers or the archive change, and shows a broken
+    template's error until it is fixed. Runs until Ctrl-C.
+
+    \b
+      digest preview
+      digest preview --since 2026-11-16 --until 2026-11-22 --no-open
+    """
+    options = preview.IssueOptions(request=request, feature_url=feature_url, note_path=note_path)
+    preview.serve(
+        app.config,
+        options,
+        port=port,
+        open_browser=not no_open,
+        env_file=app.env_file,
+        announce=click.echo,
+    )
+
+
+# -- digest subscribers ... -----------------------------------------------------------------------
+
+STATUS_CHOICE = click.Choice([status.value for status in SubscriberStatus])
+
+
+@cli.group(name="subscribers")
+def subscribers_group() -> None:
+    """Keep the subscriber list: list, count, add, unsubscribe, check, import and export.
+
+    The list is the CSV file [subscribers] file (subscribers.csv). Reading streams it, so a
+    million rows are fine; each change holds subscribers.csv.lock, is written atomically and
+    keeps the previous version as subscribers.csv.bak.
+
+    \b
+      digest subscribers add ana@example.org --first-name Ana --sections "Labor;Climate"
+      digest subscribers import mailchimp-export.csv --dry-run
+    """
+
+
+def _subscriber_file(app: App) -> subscribers.SubscriberFile:
+    return subscribers.SubscriberFile(app.config.subscribers_path)
+
+
+def _section_names(app: App) -> list[str]:
+    return [section.name for section in app.config.sections]
+
+
+def _warn_unreadable(app: App, file: subscribers.SubscriberFile, lines: list[int]) -> None:
+    if lines:
+        shown = ", ".join(str(line) for line in lines[:5]) + (", ..." if len(lines) > 5 else "")
+        app.warn(
+            f"{file.path.name}: left out {len(lines)} row(s) that cannot be read (line {shown}); "
+            "`digest subscribers validate` says why"
+        )
+
+
+@subscribers_group.command(name="list")
+@click.option("--status", type=STATUS_CHOICE, help="Only subscribers with this status.")
+@click.option(
+    "--section", metavar="NAME", help="Only those who get this section (chosen, or all sections)."
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="How to print them.",
+)
+@click.pass_obj
+def list_subscribers(app: App, status: str | None, section: str | None, output_format: str) -> None:
+    """Print the subscribers, in file order, optionally only some.
+
+    \b
+      digest subscribers list --status subscribed --section Labor
+    """
+    file = _subscriber_file(app)
+    wanted = subscribers.parse_sections(section, _section_names(app)) if section else ()
+    unreadable: list[int] = []
+    chosen = subscribers.select(
+        subscribers.readable(file.rows(), unreadable),
+        status=SubscriberStatus(status) if status else None,
+        section=wanted[0] if wanted else None,
+    )
+    out = sys.stdout
+    if output_format == "csv":
+        subscribers.export_csv(chosen, out, extra_columns=file.extra_columns())
+    elif output_format == "json":
+        subscribers.export_json(chosen, out)
+    else:
+        click.echo(f"{'email':<38} {'name':<24} {'status':<12} {'lang':<5} sections")
+        for subscriber in chosen:
+            name = f"{subscriber.first_name} {subscriber.last_name}".strip()
+            sections = "; ".join(subscriber.sections) or "(all)"
+            click.echo(
+                f"{subscriber.email:<38} {name:<24} {subscriber.status.value:<12} "
+                f"{subscriber.language or '-':<5} {sections}"
+            )
+    _warn_unreadable(app, file, unreadable)
+
+
+@subscribers_group.command()
+@click.pass_obj
+def stats(app: App) -> None:
+    """Count the subscribers by status, section, language, and new ones by month.
+
+    Sections and languages count subscribed readers; "(all)" are those who get every section,
+    "(default)" those who get the newsletter's language. Months are in its time zone.
+
+    \b
+      digest subscribers stats
+    """
+    config = app.config
+    file = _subscriber_file(app)
+    counts = subscribers.stats(file, zone=config.newsletter.timezone)
+    lines = [f"{file.path.name}: {counts.rows:,} rows"]
+    lines.append("by status:")
+    lines += [f"  {s.value:<24} {counts.by_status[s]:>9,}" for s in SubscriberStatus]
+    lines.append("by section (subscribed):")
+    names = _section_names(app)
+    found = sorted(set(counts.by_section) - set(names) - {""})  # not in the config
+    for name in ["", *names, *found]:
+        lines.append(f"  {name or '(all)':<24} {counts.by_section[name]:>9,}")
+    lines.append("by language (subscribed):")
+    for language, count in sorted(counts.by_language.items()):
+        label = language or f"(default: {config.newsletter.language})"
+        lines.append(f"  {label:<24} {count:>9,}")
+    lines.append("new subscribers by month:")
+    for month, count in counts.per_month.items():
+        lines.append(f"  {month or '(no date)':<24} {count:>9,}")
+    click.echo("\n".join(lines))
+    if counts.unreadable:
+        app.warn(
+            f"{file.path.name}: {counts.unreadable} row(s) cannot be read and are not counted; "
+            "`digest subscribers validate` says why"
+        )
+
+
+@subscribers_group.command()
+@click.argument("email")
+@click.option("--first-name", help="Their first name, for the greeting.")
+@click.option("--last-name", help="Their last name.")
+@click.option(
+    "--sections", metavar='"A;B"', help="The sections they get, separated by ; (default: all)."
+)
+@click.option("--language", help="Their language, such as es (default: the newsletter's).")
+@click.option("--update", is_flag=True, help="If the address is there, change these details.")
+@click.option(
+    "--resubscribe",
+    is_flag=True,
+    help="If the address unsubscribed, bounced or complained, subscribe it again (they asked).",
+)
+@click.pass_obj
+def add(
+    app: App,
+    email: str,
+    first_name: str | None,
+    last_name: str | None,
+    sections: str | None,
+    language: str | None,
+    update: bool,
+    resubscribe: bool,
+) -> None:
+    """Add EMAIL to the list, subscribed; an address already there is left as it is.
+
+    --update changes an existing subscriber's details; --resubscribe brings back one who
+    unsubscribed, bounced or complained, which needs their consent.
+
+    \b
+      digest subscribers add ana@example.org --first-name Ana --sections "Labor;Climate"
+    """
+    details = subscribers.Details(
+        first_name=first_name,
+        last_name=last_name,
+        sections=None
+        if sections is None
+        else subscribers.parse_sections(sections, _section_names(app)),
+        language=None if language is None else subscribers.check_language(language),
+    )
+    file = _subscriber_file(app)
+    result = file.add(email, details, at=app.now, update=update, resubscribe=resubscribe)
+    address = result.subscriber.email
+    messages = {
+        subscribers.AddOutcome.ADDED: f"added {address}",
+        subscribers.AddOutcome.UPDATED: f"updated {address}",
+        subscribers.AddOutcome.RESUBSCRIBED: f"subscribed {address} again",
+        subscribers.AddOutcome.UNCHANGED: f"{address} already has these details; nothing changed",
+        subscribers.AddOutcome.EXISTS: f"{address} is already on the list "
+        f"({result.subscriber.status.value}); nothing changed (--update changes their details)",
+    }
+    click.echo(messages[result.outcome])
+
+
+@subscribers_group.command()
+@click.argument("email", required=False)
+@click.option(
+    "--token",
+    metavar="TOKEN",
+    help="Whoever this link token names: the t= value of their link, or the whole link.",
+)
+@click.pass_obj
+def unsubscribe(app: App, email: str | None, token: str | None) -> None:
+    """Stop sending to EMAIL; the row stays, so no import can bring them back.
+
+    With --token, EMAIL may be left out: the token, checked against DIGEST_SECRET, names the
+    reader (e.g. when one forwards a link that did not work for them).
+
+    \b
+      digest subscribers unsubscribe ana@example.org
+      digest subscribers unsubscribe --token 'https://dispatch.example.org/digest/unsubscribe?t=…'
+    """
+    if token is not None:
+        named = reader_of(app.config, token)
+        if email is not None and email_key(email) != email_key(named):
+            raise click.BadParameter(f"the token is for {named}, not {email}", param_hint="EMAIL")
+        email = named
+    elif email is None:
+        raise click.UsageError("give EMAIL, or --token TOKEN")
+    unsubscribe_address(app, email)
+
+
+def reader_of(config: Config, token: str) -> str:
+    """The address a token (or a whole link carrying one as t=) was made for."""
+    if "t=" in token:
+        token = next(iter(parse_qs(urlsplit(token.strip()).query).get("t", [])), token)
+    try:
+        return tokens.verify_token(
+            token.strip(), list_id=tokens.list_id(config), secret=tokens.secret_from(config)
+        )
+    except TokenError as err:
+        raise TokenError(err.message, where="--token", hint=err.hint) from err
+
+
+def unsubscribe_address(app: App, email: str) -> None:
+    """Unsubscribe `email` and say what happened; not on the list is an error."""
+    file = _subscriber_file(app)
+    if file.unsubscribe(email, at=app.now):
+        click.echo(f"unsubscribed {email}")
+        return
+    rows = file.matching(email)
+    if not rows:
+        raise SubscriberFileError(
+            f"{email} is not on the list",
+            where=file.path.name,
+            hint="`digest subscribers list` shows who is",
+        )
+    status = rows[0].subscriber.status.value if rows[0].subscriber else rows[0].cell("status")
+    click.echo(f"{email} is already {status}; nothing changed")
+
+
+@subscribers_group.command()
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def remove(app: App, email: str, yes: bool) -> None:
+    """Delete EMAIL's row from the list (to stop mail, prefer unsubscribe).
+
+    Unsubscribing keeps the row, which stops an import from adding the address again;
+    remove is for addresses that should leave no trace, such as an erasure request.
+
+    \b
+      digest subscribers remove ana@example.org --yes
+    """
+    file = _subscriber_file(app)
+    if not file.matching(email):
+        raise SubscriberFileError(f"{email} is not on the list", where=file.path.name)
+    if not yes:
+        click.confirm(f"Delete {email} from {file.path.name}?", abort=True, err=True)
+    removed = file.remove(email)
+    click.echo(f"removed {email}" + (f" ({removed} rows)" if removed > 1 else ""))
+
+
+@subscribers_group.command()
+@click.pass_obj
+def validate(app: App) -> None:
+    """Check every row and print each problem with its line; exit 1 if there is any.
+
+    Checks: rows that cannot be read, invalid addresses (syntax only, no network), duplicates,
+    unknown statuses and sections, bad dates and language codes.
+
+    \b
+      digest subscribers validate
+    """
+    file = _subscriber_file(app)
+    found = 0
+    for problem in subscribers.validate(file, _section_names(app)):
+        click.echo(f"{file.path.name}:{problem.line}: {problem.message}")
+        found += 1
+    if found:
+        raise SubscriberFileError(
+            f"{found} problem(s)", where=file.path.name, hint="fix them and validate again"
+        )
+    app.info(f"{file.path.name}: no problems")
+
+
+@subscribers_group.command(name="import")
+@click.argument("source", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "platform",
+    type=click.Choice(["auto", *subscribers.PLATFORMS]),
+    default="auto",
+    show_default=True,
+    help="Which platform wrote FILE (auto: tell from its columns).",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.pass_obj
+def import_subscribers(app: App, source: Path, platform: str, dry_run: bool) -> None:
+    """Merge another platform's export into the list, by address.
+
+    Statuses, names, dates and the tags or labels that name a section come along. Anyone who
+    unsubscribed, bounced or complained here is never subscribed again; rows that cannot be
+    imported are listed with their line, and the rest is imported.
+
+    \b
+      digest subscribers import members.csv --format ghost --dry-run
+    """
+    read = subscribers.read_import(
+        source,
+        platform=platform,  # type: ignore[arg-type]  # a click.Choice of the same names
+        sections=_section_names(app),
+    )
+    file = _subscriber_file(app)
+    report = file.merge(read.incoming, dry_run=dry_run)
+    would = "would " if dry_run else ""
+    verbs = {"add": f"{would}add", "update": f"{would}update", "skip": "skip"}
+    lines = [f"skip line {r.line} ({r.email or 'no address'}): {r.reason}" for r in read.rejected]
+    for entry in report.entries:
+        lines.append(f"{verbs[entry.action]} {entry.email} (line {entry.line}): {entry.detail}")
+    skipped = report.count("skip") + len(read.rejected)
+    lines.append(
+        f"{source.name} ({read.platform}): {would}add {report.count('add')}, "
+        f"{would}update {report.count('update')}, skip {skipped}"
+    )
+    click.echo("\n".join(lines))
+
+
+@subscribers_group.command()
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["csv", "json"]),
+    default="csv",
+    show_default=True,
+    help="csv neutralises cells a spreadsheet would run as formulas.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file (default: standard output).",
+)
+@click.option("--status", type=STATUS_CHOICE, help="Only subscribers with this status.")
+@click.pass_obj
+def export(app: App, output_format: str, output: Path | None, status: str | None) -> None:
+    """Write the list as CSV or JSON, safe to open in a spreadsheet.
+
+    \b
+      digest subscribers export --status subscribed -o subscribed.csv
+    """
+    file = _subscriber_file(app)
+    if output is not None and output.resolve() == file.path.resolve():
+        raise SubscriberFileError(
+            "the export would overwrite the subscriber list", where=str(output)
+        )
+    unreadable: list[int] = []
+    chosen = subscribers.select(
+        subscribers.readable(file.rows(), unreadable),
+        status=SubscriberStatus(status) if status else None,
+    )
+    extra = file.extra_columns()
+    with contextlib.ExitStack() as stack:
+        out = (
+            stack.enter_context(output.open("w", encoding="utf-8", newline=""))
+            if output is not None
+            else sys.stdout
+        )
+        if output_format == "csv":
+            count = subscribers.export_csv(chosen, out, extra_columns=extra)
+        else:
+            count = subscribers.export_json(chosen, out)
+    if output is not None:
+        app.info(f"wrote {count:,} subscribers to {output}")
+    _warn_unreadable(app, file, unreadable)
 
 
 def show_collect_report(app: App, report: pipeline.CollectReport, *, summary: bool = True) -> None:

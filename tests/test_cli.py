@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import email
 import json
 import subprocess
 import sys
+from email import policy
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from digest import tokens
 from digest.cli import cli
+from digest.config import load_config
 
 WEEK = ["--since", "2026-11-16", "--until", "2026-11-22"]
+JSON = ["--format", "json"]
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None) -> Result:
@@ -36,7 +41,7 @@ def test_init_writes_a_project_that_builds(starter: Path) -> None:
         "feeds",
         "subscribers.csv",
     }
-    result = run("--config", starter, "build", *WEEK)
+    result = run("--config", starter, "build", *WEEK, *JSON)
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["sections"]
 
@@ -86,7 +91,7 @@ def test_collect_fails_only_when_every_source_failed(starter: Path) -> None:
 
 def test_build_selects_the_week_by_section(starter: Path) -> None:
     """The example week comes out featured story first, then sections in config order."""
-    issue = json.loads(run("--config", starter, "build", *WEEK).stdout)
+    issue = json.loads(run("--config", starter, "build", *WEEK, *JSON).stdout)
     assert issue["id"] == "2026-W47"
     assert issue["period"] == {
         "start": "2026-11-16T00:00:00-05:00",
@@ -112,8 +117,8 @@ def test_build_selects_the_week_by_section(starter: Path) -> None:
 
 def test_build_output_is_byte_identical_for_the_same_archive_and_period(starter: Path) -> None:
     """Building again offline prints exactly the same bytes."""
-    first = run("--config", starter, "build", *WEEK)
-    second = run("--config", starter, "build", "--offline", *WEEK)
+    first = run("--config", starter, "build", *WEEK, *JSON)
+    second = run("--config", starter, "build", "--offline", *WEEK, *JSON)
     assert first.stdout == second.stdout
     assert first.stdout.endswith("}\n")
 
@@ -121,7 +126,7 @@ def test_build_output_is_byte_identical_for_the_same_archive_and_period(starter:
 def test_feature_option_puts_that_article_on_top(starter: Path) -> None:
     """--feature URL overrides the featured category, and the article leaves its section."""
     url = "https://dispatch.example.org/2026/11/18/interconnection-queue-solar-backlog/"
-    issue = json.loads(run("--config", starter, "build", "--feature", url, *WEEK).stdout)
+    issue = json.loads(run("--config", starter, "build", "--feature", url, *WEEK, *JSON).stdout)
     assert issue["featured"]["url"] == url
     assert url not in [a["url"] for s in issue["sections"] for a in s["articles"]]
 
@@ -160,10 +165,129 @@ def test_days_with_since_is_refused(starter: Path) -> None:
 def test_python_dash_m_runs_the_same_cli(starter: Path) -> None:
     """`python -m digest` is the console script under another name."""
     done = subprocess.run(
-        [sys.executable, "-m", "digest", "--config", str(starter), "build", *WEEK],
+        [sys.executable, "-m", "digest", "--config", str(starter), "build", *WEEK, *JSON],
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["id"] == "2026-W47"
+
+
+# digest build: the email files
+
+NO_SECRET = {"DIGEST_SECRET": ""}
+SECRET = "k3y-for-tests-only-Xq9vT2pLm8Rz4WbN"
+
+
+def test_build_writes_html_text_and_eml_beside_the_config(starter: Path) -> None:
+    """By default build writes out/ISSUE.{html,txt,eml} and prints their paths, one a line."""
+    result = run("--config", starter, "build", *WEEK, env=NO_SECRET)
+    assert result.exit_code == 0, result.stderr
+    out = starter.parent / "out"
+    assert result.stdout.splitlines() == [
+        str(out / "2026-W47.html"),
+        str(out / "2026-W47.txt"),
+        str(out / "2026-W47.eml"),
+    ]
+    html = (out / "2026-W47.html").read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and "Senate Deal on Disaster Aid" in html
+    assert (out / "2026-W47.txt").read_text(encoding="utf-8").startswith("THE HARBOR DISPATCH")
+    parsed = email.message_from_bytes((out / "2026-W47.eml").read_bytes(), policy=policy.default)
+    assert parsed["To"] == "reader@example.org"
+    assert parsed.get_content_type() == "multipart/alternative"
+
+
+def test_build_out_writes_into_another_folder(starter: Path, tmp_path: Path) -> None:
+    """--out DIR puts the three files there, creating the folder."""
+    target = tmp_path / "elsewhere" / "issue"
+    result = run("--config", starter, "build", *WEEK, "--out", target, env=NO_SECRET)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in target.iterdir()) == [
+        "2026-W47.eml",
+        "2026-W47.html",
+        "2026-W47.txt",
+    ]
+    assert not (starter.parent / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "starts"),
+    [("html", "<!DOCTYPE html>"), ("text", "THE HARBOR DISPATCH WEEKLY"), ("eml", "From: ")],
+)
+def test_build_format_prints_one_to_stdout_and_writes_nothing(
+    starter: Path, kind: str, starts: str
+) -> None:
+    """--format html|text|eml prints that one and writes no file."""
+    result = run("--config", starter, "build", *WEEK, "--format", kind, env=NO_SECRET)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(starts)
+    assert not (starter.parent / "out").exists()
+
+
+def test_build_without_a_secret_warns_and_uses_a_fake_token(starter: Path) -> None:
+    """With DIGEST_SECRET unset the links carry an obviously fake token, and stderr says so."""
+    result = run("--config", starter, "build", *WEEK, "--format", "text", env=NO_SECRET)
+    assert "warning: DIGEST_SECRET is unset" in result.stderr
+    assert "unsubscribe?t=PREVIEW-NOT-A-REAL-TOKEN" in result.stdout
+
+
+def test_build_with_a_secret_signs_the_readers_links(starter: Path) -> None:
+    """With DIGEST_SECRET set, the unsubscribe link's token verifies for the sample reader."""
+    result = run(
+        "--config", starter, "build", *WEEK, "--format", "eml", env={"DIGEST_SECRET": SECRET}
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "warning" not in result.stderr
+    parsed = email.message_from_bytes(result.stdout_bytes, policy=policy.default)
+    link = str(parsed["List-Unsubscribe"]).strip("<>")
+    assert link.startswith("https://dispatch.example.org/digest/unsubscribe?t=")
+    token = link.split("t=", 1)[1]
+    config = load_config(starter, environ={"DIGEST_SECRET": SECRET})
+    address = tokens.verify_token(
+        token, list_id=tokens.list_id(config), secret=tokens.secret_from(config)
+    )
+    assert address == "reader@example.org"
+
+
+def test_build_for_a_subscriber_renders_their_copy(starter: Path) -> None:
+    """--for EMAIL uses that subscriber's name, language and address from the subscriber file."""
+    result = run(
+        "--config", starter, "build", *WEEK, "--for", "ana.perez@example.org", "--format", "eml",
+        env=NO_SECRET,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    parsed = email.message_from_bytes(result.stdout_bytes, policy=policy.default)
+    assert parsed["To"] == "Ana Pérez <ana.perez@example.org>"
+    text = parsed.get_body(preferencelist=("plain",))
+    assert text is not None and "Hola, Ana:" in text.get_content()
+
+
+def test_build_for_an_unknown_address_is_an_error(starter: Path) -> None:
+    """--for an address not in the subscriber file exits 1 with a hint."""
+    result = run("--config", starter, "build", *WEEK, "--for", "nobody@example.org")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and "nobody@example.org" in result.stderr
+
+
+def test_build_note_puts_the_editors_note_in_the_email(starter: Path, tmp_path: Path) -> None:
+    """--note FILE shows that plain text under the header, in HTML and text alike."""
+    note = tmp_path / "note.txt"
+    note.write_text("Thanks for reading <3\n\nSee you next week.\n", encoding="utf-8")
+    with_note = ["--config", starter, "build", *WEEK, "--note", note]
+    html = run(*with_note, "--format", "html", env=NO_SECRET)
+    assert "Thanks for reading &lt;3" in html.stdout
+    text = run(*with_note, "--format", "text", env=NO_SECRET)
+    assert "  See you next week." in text.stdout.splitlines()
+
+
+def test_build_with_a_broken_template_names_the_file_and_line(starter: Path) -> None:
+    """A template mistake is one error line with the template's path and line, exit 1."""
+    folder = starter.parent / "templates" / "partials"
+    folder.mkdir(parents=True)
+    (folder / "header.html.j2").write_text("<tr><td>\n{{ issue.nope }}\n</td></tr>\n", "utf-8")
+    with starter.open("a", encoding="utf-8") as config:
+        config.write('\n[email]\ntemplates = "templates"\n')
+    result = run("--config", starter, "build", *WEEK, env=NO_SECRET)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1].startswith(f"error: {folder / 'header.html.j2'}:2: ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -22,13 +23,27 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert "make demo" in first_block and "make test" in first_block
 
 
-@pytest.mark.parametrize("name", sorted(cli.commands))
-def test_every_command_has_help_and_a_readme_entry(name: str) -> None:
-    """Each command explains itself in --help and appears in the README's command table."""
-    result = CliRunner().invoke(cli, [name, "--help"])
+def command_paths() -> list[tuple[str, ...]]:
+    """Every command, and every subcommand of a group such as `subscribers`, as its words."""
+    paths: list[tuple[str, ...]] = []
+    for name, command in sorted(cli.commands.items()):
+        paths.append((name,))
+        if isinstance(command, click.Group):
+            paths += [(name, sub) for sub in sorted(command.commands)]
+    return paths
+
+
+@pytest.mark.parametrize("path", command_paths(), ids=" ".join)
+def test_every_command_has_help_and_a_readme_entry(path: tuple[str, ...]) -> None:
+    """Each command and subcommand explains itself in --help and appears in the README's table."""
+    result = CliRunner().invoke(cli, [*path, "--help"])
     assert result.exit_code == 0
-    assert cli.commands[name].help
-    assert f"`digest {name}" in README
+    command: click.Command = cli
+    for word in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[word]
+    assert command.help
+    assert f"`digest {' '.join(path)}" in README
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,11 @@ def test_wheel_carries_the_example_project_as_package_data(wheel: Path) -> None:
     assert "digest/_data/examples/digest.toml" in names
     assert "digest/_data/examples/feeds/dispatch.rss" in names
     assert "digest/_data/subscribers.example.csv" in names
-    assert not any("/.digest/" in name for name in names)
+    assert "digest/_data/templates/email/digest.html.j2" in names
+    assert "digest/_data/templates/email/partials/article_card.html.j2" in names
+    assert "digest/_data/templates/email/styles/keep.css" in names
+    assert "digest/locales/es.po" in names
+    assert not any("/.digest/" in name or "node_modules" in name for name in names)
 
 
 def test_installed_wheel_inits_and_builds_a_project(wheel: Path, tmp_path: Path) -> None:
@@ -75,6 +79,21 @@ def test_installed_wheel_inits_and_builds_a_project(wheel: Path, tmp_path: Path)
         "2026-11-16",
         "--until",
         "2026-11-22",
+        "--format",
+        "json",
     )
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["id"] == "2026-W47"
+    # The email, in Spanish too, from the packaged templates and catalog alone.
+    config = project / "digest.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace('language = "en"', 'language = "es"'),
+        encoding="utf-8",
+    )
+    week = ["--since", "2026-11-16", "--until", "2026-11-22"]
+    email = python("-m", "digest", "--config", str(config), "build", "--offline", *week)
+    assert email.returncode == 0, email.stderr
+    html, _text, eml = (Path(line) for line in email.stdout.splitlines())
+    assert html.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert "Noticia destacada" in html.read_text(encoding="utf-8")
+    assert eml.read_bytes().startswith(b"From: ")
