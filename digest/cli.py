@@ -96,6 +96,19 @@ def period_options(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def issue_options(command: F) -> F:
+    """--feature and --note: what an editor adds to an issue, for build and preview alike."""
+    command = click.option(
+        "--note",
+        "note_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="The editor's note, a plain-text file (default: [email] note).",
+    )(command)
+    return click.option("--feature", "feature_url", metavar="URL", help="Put this article on top.")(
+        command
+    )
+
+
 @click.group(cls=DigestGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -159,7 +172,7 @@ def collect(app: App) -> None:
 
 @cli.command()
 @period_options
-@click.option("--feature", "feature_url", metavar="URL", help="Put this article on top.")
+@issue_options
 @click.option("--offline", is_flag=True, help="Use the archive as it is; fetch nothing.")
 @click.option(
     "--format",
@@ -178,12 +191,6 @@ def collect(app: App) -> None:
     "recipient",
     metavar="EMAIL",
     help="Render the copy this subscriber gets (default: a made-up reader).",
-)
-@click.option(
-    "--note",
-    "note_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The editor's note, a plain-text file (default: [email] note).",
 )
 @click.pass_obj
 def build(
@@ -271,13 +278,7 @@ def serve(app: App, host: str, port: int) -> None:
     help="TCP port on 127.0.0.1; 0 picks a free one.",
 )
 @click.option("--no-open", is_flag=True, help="Only print the address; open no browser.")
-@click.option("--feature", "feature_url", metavar="URL", help="Put this article on top.")
-@click.option(
-    "--note",
-    "note_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The editor's note, a plain-text file (default: [email] note).",
-)
+@issue_options
 @click.pass_obj
 def preview_issue(
     app: App,
