@@ -679,18 +679,8 @@ class _Scan:
                 for cells in reader:
                     yield line, cells, tap.drain()
                     line = reader.line_num + 1
-        except UnicodeDecodeError as err:
-            raise SubscriberFileError(
-                f"not UTF-8 text ({err.reason})",
-                where=f"{self.path.name}:{reader.line_num + 1}",
-                hint="save the file as UTF-8 (in a spreadsheet: CSV UTF-8)",
-            ) from err
-        except csv.Error as err:
-            raise SubscriberFileError(
-                f"not readable as CSV: {err}",
-                where=f"{self.path.name}:{line}",
-                hint="a quoted cell probably never ends: look for an unmatched double quote",
-            ) from err
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise _unreadable(err, self.path, reader.line_num + 1, line) from err
 
     def row(self, record: _Record) -> Row:
         line, cells, _ = record
@@ -1419,18 +1409,8 @@ def read_import(
         raise SubscriberFileError("no such file", where=str(path)) from None
     except OSError as err:
         raise SubscriberFileError(f"cannot read it: {err}", where=str(path)) from err
-    except UnicodeDecodeError as err:
-        raise SubscriberFileError(
-            f"not UTF-8 text ({err.reason})",
-            where=f"{path.name}:{reader.line_num + 1}",
-            hint="export it again as UTF-8 (in a spreadsheet: save as CSV UTF-8)",
-        ) from err
-    except csv.Error as err:
-        raise SubscriberFileError(
-            f"not readable as CSV: {err}",
-            where=f"{path.name}:{line}",
-            hint="a quoted cell probably never ends: look for an unmatched double quote",
-        ) from err
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise _unreadable(err, path, reader.line_num + 1, line) from err
     return ImportFile(path, chosen, tuple(incoming), tuple(rejected))
 
 
@@ -1675,3 +1655,20 @@ def _shown(subscriber: Subscriber, name: str) -> str:
     if isinstance(value, datetime):
         return format_time(value)
     return "" if value is None else str(value)
+
+
+def _unreadable(
+    err: UnicodeDecodeError | csv.Error, path: Path, byte_line: int, row_line: int
+) -> SubscriberFileError:
+    """A file that cannot be decoded or parsed as CSV, at the line where reading stopped."""
+    if isinstance(err, UnicodeDecodeError):
+        return SubscriberFileError(
+            f"not UTF-8 text ({err.reason})",
+            where=f"{path.name}:{byte_line}",
+            hint="save it as UTF-8 (in a spreadsheet: CSV UTF-8)",
+        )
+    return SubscriberFileError(
+        f"not readable as CSV: {err}",
+        where=f"{path.name}:{row_line}",
+        hint="a quoted cell probably never ends: look for an unmatched double quote",
+    )
