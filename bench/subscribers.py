@@ -1,8 +1,8 @@
 """`digest subscribers validate` and `stats` on a 1,000,000-row list: time and peak memory.
 
 Each command runs as its own `digest` process, as an editor would run it, and is timed from start
-to exit (the interpreter's start included); its peak memory is the child's maximum resident set
-size, read from `os.wait4`. One rewrite (`unsubscribe`, which copies every row) is timed too.
+to exit (the interpreter's start included); its peak memory is the process's own high-water mark
+(VmHWM, Linux), read as it exits. One rewrite (`unsubscribe`, which copies every row) is timed too.
 
 The list is synthetic but shaped like a real one: most readers at a few big providers and the rest
 spread over 40,000 small domains, names with accents and the odd comma, 85 % subscribed, some with
@@ -13,7 +13,6 @@ generator is seeded, so figures from different runs and machines compare like wi
 from __future__ import annotations
 
 import csv
-import os
 import random
 import subprocess
 import sys
@@ -86,21 +85,32 @@ def best_run(config: Path, command: str) -> tuple[float, float]:
     return min(seconds for seconds, _ in runs), max(peak for _, peak in runs)
 
 
+# Runs the CLI, then records the process's own high-water mark. ru_maxrss from wait4 would not do:
+# Linux carries the parent's peak over fork and exec, so every child would report this benchmark's.
+_CHILD = """
+import atexit, sys
+from digest.cli import main
+def record(path=sys.argv.pop(1)):
+    with open("/proc/self/status") as status, open(path, "w") as out:
+        out.write(next(line for line in status if line.startswith("VmHWM:")).split()[1])
+atexit.register(record)
+sys.argv[0] = "digest"
+main()
+"""
+
+
 def measure(config: Path, *command: str) -> tuple[float, float]:
     """Seconds from start to exit, and peak resident memory in MB, of one `digest` process."""
-    argv = [sys.executable, "-m", "digest", "--config", str(config), "subscribers", *command]
-    with tempfile.TemporaryFile() as out:
-        started = time.perf_counter()
-        child = subprocess.Popen(argv, stdout=out, stderr=out)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode != 0:
-            out.seek(0)
-            raise RuntimeError(f"{' '.join(command)} failed: {out.read().decode()[-2000:]}")
-    # ru_maxrss is in kilobytes on Linux, in bytes on macOS.
-    scale = 1 if sys.platform == "darwin" else 1024
-    return seconds, usage.ru_maxrss * scale / 1e6
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file, log = Path(tmp) / "peak", Path(tmp) / "log"
+        argv = [sys.executable, "-c", _CHILD, str(peak_file), "--config", str(config)]
+        with log.open("wb") as out:
+            started = time.perf_counter()
+            done = subprocess.run([*argv, "subscribers", *command], stdout=out, stderr=out)
+            seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {log.read_text()[-2000:]}")
+        return seconds, int(peak_file.read_text()) * 1024 / 1e6  # VmHWM is in kB
 
 
 def write_list(path: Path, rows: int) -> tuple[Path, str]:
