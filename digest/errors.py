@@ -55,3 +55,11 @@ class TemplateError(DigestError):
 
 class MessageError(DigestError):
     """A message cannot be composed: an address or header value email does not allow."""
+
+
+class LedgerError(DigestError):
+    """The send ledger cannot be opened, read or written."""
+
+
+class SendError(DigestError):
+    """Delivery cannot go on: the SMTP relay refuses our TLS, login or sender, or is gone."""

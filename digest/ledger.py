@@ -1,0 +1,450 @@
+"""The send ledger: which copy of which issue went to whom, so a send can resume exactly once.
+
+A row per (issue, address) moves pending -> sending -> sent | failed | unknown. The sender marks a
+row `sending` in its own committed transaction before the message data goes out, so after a crash
+a row still `sending` may or may not have been delivered: resuming makes it `unknown` rather than
+risk a second copy. The issue's rendered variants are frozen with it, so a resumed send uses the
+same bytes. SQLite in WAL mode with synchronous=NORMAL: each state change is one small
+transaction, durable against a process crash (SIGKILL) without an fsync per message.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from digest.errors import LedgerError
+from digest.models import email_key
+
+DEFAULT_LEDGER = ".digest/ledger.sqlite3"
+
+# Schema version N is MIGRATIONS[N - 1]; add new scripts at the end, never edit old ones.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE issues (
+        id TEXT PRIMARY KEY,
+        frozen_at TEXT NOT NULL
+    );
+    CREATE TABLE variants (
+        issue_id TEXT NOT NULL REFERENCES issues (id),
+        key TEXT NOT NULL,
+        content BLOB NOT NULL,
+        PRIMARY KEY (issue_id, key)
+    );
+    CREATE TABLE deliveries (
+        issue_id TEXT NOT NULL REFERENCES issues (id),
+        key TEXT NOT NULL,
+        address TEXT NOT NULL,
+        name TEXT NOT NULL,
+        variant TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        message_id TEXT,
+        reply_code INTEGER,
+        reply_text TEXT,
+        queued_at TEXT NOT NULL,
+        sending_at TEXT,
+        finished_at TEXT,
+        PRIMARY KEY (issue_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_state ON deliveries (issue_id, state, key);
+    """,
+)
+
+_PAGE = 1000  # rows per query when iterating pending rows
+_ROW_COLUMNS = (
+    "issue_id, address, name, variant, state, attempts, message_id, reply_code, reply_text, "
+    "queued_at, sending_at, finished_at"
+)
+
+
+class RowState(StrEnum):
+    """Where one recipient's copy stands."""
+
+    PENDING = "pending"  # not sent yet
+    SENDING = "sending"  # claimed; its data may be on the wire
+    SENT = "sent"  # the server accepted it (250 after DATA)
+    FAILED = "failed"  # refused for good (5xx) or out of attempts
+    UNKNOWN = "unknown"  # the connection died after the data went out: maybe delivered
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Who gets a copy of a frozen issue, and which variant (e.g. sections x language)."""
+
+    address: str
+    name: str = ""
+    variant: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One (issue, address) row of the ledger."""
+
+    issue_id: str
+    address: str
+    name: str
+    variant: str
+    state: RowState
+    attempts: int
+    message_id: str | None
+    reply_code: int | None
+    reply_text: str | None
+    queued_at: datetime
+    sending_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """How many rows of an issue are in each state."""
+
+    pending: int = 0
+    sending: int = 0
+    sent: int = 0
+    failed: int = 0
+    unknown: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.sending + self.sent + self.failed + self.unknown
+
+
+@dataclass(frozen=True, slots=True)
+class Frozen:
+    """An issue as frozen in the ledger, and what this freeze (or resume) changed."""
+
+    issue_id: str
+    frozen_at: datetime
+    variants: Mapping[str, bytes]
+    resumed: bool  # the issue was frozen by an earlier run
+    added: int  # recipient rows created by this call
+    made_unknown: int  # rows left `sending` by an interrupted run, now `unknown`
+    requeued: int  # `unknown` rows put back to `pending` (retry_unknown)
+
+
+@dataclass(frozen=True, slots=True)
+class IssueSummary:
+    issue_id: str
+    frozen_at: datetime
+    counts: Counts
+
+
+class Ledger:
+    """An open ledger file; use it as a context manager so the connection is closed."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> Ledger:
+        """Open (creating if need be) the ledger at `path`, bringing its schema up to date."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit: transactions are begun explicitly, so each write is one transaction.
+            connection = sqlite3.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as err:
+            raise LedgerError(f"cannot open the ledger: {err}", where=str(path)) from err
+        ledger = cls(connection, path)
+        try:
+            ledger._prepare()
+        except BaseException:
+            connection.close()
+            raise
+        return ledger
+
+    def _prepare(self) -> None:
+        try:
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            self._db.execute("PRAGMA journal_mode = WAL")  # the first read of the file
+            # In WAL mode NORMAL survives a process crash; only a power cut can lose the
+            # last commits, and then a resumed send may repeat at most those few copies.
+            self._db.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as err:
+            if err.sqlite_errorname == "SQLITE_NOTADB":
+                raise LedgerError(
+                    "not an SQLite database, so not a digest ledger",
+                    where=str(self.path),
+                    hint="move this file away; the ledger is recreated empty",
+                ) from err
+            raise LedgerError(f"cannot open the ledger: {err}", where=str(self.path)) from err
+        with self._reading("reading the ledger schema") as db:
+            version: int = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise LedgerError(
+                f"ledger schema v{version} is newer than this digest understands",
+                where=str(self.path),
+                hint="upgrade digest",
+            )
+        if version < len(MIGRATIONS):
+            with self._transaction("updating the ledger schema") as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {number}")
+
+    def close(self) -> None:
+        """Close the connection; every write was already committed."""
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back on any error, SQLite's own shown as LedgerError."""
+        with self._reading(doing):
+            # IMMEDIATE takes the write lock up front, so busy_timeout applies.
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _reading(self, doing: str) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._db
+        except sqlite3.Error as err:
+            raise LedgerError(f"{doing} failed: {err}", where=str(self.path)) from err
+
+    def freeze(
+        self,
+        issue_id: str,
+        *,
+        variants: Mapping[str, bytes],
+        recipients: Iterable[Recipient],
+        at: datetime,
+        include_new: bool = False,
+        retry_unknown: bool = False,
+    ) -> Frozen:
+        """Freeze an issue's content and recipients, or resume the one frozen before.
+
+        On a resume the stored variants win over `variants`; recipients not frozen the first
+        time are added only with `include_new`. Rows an interrupted run left `sending` become
+        `unknown` (it may have delivered them); `retry_unknown` puts every `unknown` row back
+        to `pending`. Run it while no other process is sending this issue.
+        """
+        moment = _iso(at)
+        added = made_unknown = requeued = 0
+        with self._transaction(f"freezing issue {issue_id}") as db:
+            stored = db.execute("SELECT frozen_at FROM issues WHERE id = ?", (issue_id,)).fetchone()
+            resumed = stored is not None
+            if not resumed:
+                db.execute("INSERT INTO issues (id, frozen_at) VALUES (?, ?)", (issue_id, moment))
+                db.executemany(
+                    "INSERT INTO variants (issue_id, key, content) VALUES (?, ?, ?)",
+                    ((issue_id, key, bytes(content)) for key, content in variants.items()),
+                )
+            if not resumed or include_new:
+                before = db.total_changes
+                db.executemany(
+                    "INSERT INTO deliveries (issue_id, key, address, name, variant, state, "
+                    "queued_at) VALUES (?, ?, ?, ?, ?, 'pending', ?) "
+                    "ON CONFLICT (issue_id, key) DO NOTHING",
+                    (
+                        (
+                            issue_id,
+                            email_key(r.address),
+                            r.address.strip(),
+                            r.name,
+                            r.variant,
+                            moment,
+                        )
+                        for r in recipients
+                    ),
+                )
+                added = db.total_changes - before
+            if resumed:
+                made_unknown = db.execute(
+                    "UPDATE deliveries SET state = 'unknown', finished_at = ? "
+                    "WHERE issue_id = ? AND state = 'sending'",
+                    (moment, issue_id),
+                ).rowcount
+                if retry_unknown:
+                    requeued = db.execute(
+                        "UPDATE deliveries SET state = 'pending', finished_at = NULL "
+                        "WHERE issue_id = ? AND state = 'unknown'",
+                        (issue_id,),
+                    ).rowcount
+            frozen_at = stored[0] if stored is not None else moment
+            content = dict(
+                db.execute("SELECT key, content FROM variants WHERE issue_id = ?", (issue_id,))
+            )
+        return Frozen(
+            issue_id=issue_id,
+            frozen_at=_parse(frozen_at),
+            variants=content,
+            resumed=resumed,
+            added=added,
+            made_unknown=made_unknown,
+            requeued=requeued,
+        )
+
+    def pending(self, issue_id: str) -> Iterator[Row]:
+        """The issue's `pending` rows in address order, read a page at a time.
+
+        Safe to mark rows while iterating: each page is a fresh query after the last key seen.
+        """
+        after = ""
+        while True:
+            with self._reading("reading pending rows") as db:
+                page = db.execute(
+                    f"SELECT key, {_ROW_COLUMNS} FROM deliveries "
+                    "WHERE issue_id = ? AND state = 'pending' AND key > ? ORDER BY key LIMIT ?",
+                    (issue_id, after, _PAGE),
+                ).fetchall()
+            for raw in page:
+                yield _row(raw[1:])
+            if len(page) < _PAGE:
+                return
+            after = page[-1][0]
+
+    def row(self, issue_id: str, address: str) -> Row | None:
+        """The row for this address, or None if the issue was not frozen for it."""
+        with self._reading("reading a row") as db:
+            raw = db.execute(
+                f"SELECT {_ROW_COLUMNS} FROM deliveries WHERE issue_id = ? AND key = ?",
+                (issue_id, email_key(address)),
+            ).fetchone()
+        return None if raw is None else _row(raw)
+
+    def mark_sending(
+        self, issue_id: str, address: str, *, message_id: str | None, at: datetime
+    ) -> bool:
+        """Claim a `pending` row before its data goes out; False if it was not pending.
+
+        A conditional update in its own committed transaction: of two processes, only one
+        claims a row, and the claim is on disk before the message leaves.
+        """
+        with self._transaction("claiming a row") as db:
+            claimed = db.execute(
+                "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, "
+                "message_id = coalesce(?, message_id), sending_at = ? "
+                "WHERE issue_id = ? AND key = ? AND state = 'pending'",
+                (message_id, _iso(at), issue_id, email_key(address)),
+            ).rowcount
+        return claimed == 1
+
+    def mark_sent(
+        self, issue_id: str, address: str, *, code: int | None, text: str, at: datetime
+    ) -> bool:
+        """The server accepted the message."""
+        return self._finish(issue_id, address, RowState.SENT, code, text, at)
+
+    def mark_failed(
+        self, issue_id: str, address: str, *, code: int | None, text: str, at: datetime
+    ) -> bool:
+        """The message was refused for good, or ran out of attempts."""
+        return self._finish(issue_id, address, RowState.FAILED, code, text, at)
+
+    def mark_unknown(
+        self, issue_id: str, address: str, *, code: int | None, text: str, at: datetime
+    ) -> bool:
+        """The data went out but no verdict came back: maybe delivered, not retried."""
+        return self._finish(issue_id, address, RowState.UNKNOWN, code, text, at)
+
+    def release(self, issue_id: str, address: str) -> bool:
+        """Put a `sending` row whose data never went out back to `pending`."""
+        with self._transaction("releasing a row") as db:
+            changed = db.execute(
+                "UPDATE deliveries SET state = 'pending' "
+                "WHERE issue_id = ? AND key = ? AND state = 'sending'",
+                (issue_id, email_key(address)),
+            ).rowcount
+        return changed == 1
+
+    def note_attempt(self, issue_id: str, address: str) -> None:
+        """Count another attempt at a `sending` row (a retry after a 4xx or a drop)."""
+        with self._transaction("counting an attempt") as db:
+            db.execute(
+                "UPDATE deliveries SET attempts = attempts + 1 "
+                "WHERE issue_id = ? AND key = ? AND state = 'sending'",
+                (issue_id, email_key(address)),
+            )
+
+    def _finish(
+        self,
+        issue_id: str,
+        address: str,
+        state: RowState,
+        code: int | None,
+        text: str,
+        at: datetime,
+    ) -> bool:
+        with self._transaction(f"marking a row {state}") as db:
+            changed = db.execute(
+                "UPDATE deliveries SET state = ?, reply_code = ?, reply_text = ?, "
+                "finished_at = ? WHERE issue_id = ? AND key = ? AND state = 'sending'",
+                (state.value, code, text, _iso(at), issue_id, email_key(address)),
+            ).rowcount
+        return changed == 1
+
+    def counts(self, issue_id: str) -> Counts:
+        """How many of the issue's rows are in each state."""
+        with self._reading("counting rows") as db:
+            found = dict(
+                db.execute(
+                    "SELECT state, count(*) FROM deliveries WHERE issue_id = ? GROUP BY state",
+                    (issue_id,),
+                ).fetchall()
+            )
+        return Counts(**{state.value: found.get(state.value, 0) for state in RowState})
+
+    def issues(self) -> list[IssueSummary]:
+        """Every frozen issue, oldest first, with its counts."""
+        with self._reading("listing issues") as db:
+            listed = db.execute(
+                "SELECT id, frozen_at FROM issues ORDER BY frozen_at, id"
+            ).fetchall()
+        return [IssueSummary(i, _parse(at), self.counts(i)) for i, at in listed]
+
+
+def _row(raw: tuple[Any, ...]) -> Row:
+    (issue_id, address, name, variant, state, attempts, message_id, code, text, queued, sending,
+     finished) = raw  # fmt: skip
+    return Row(
+        issue_id=str(issue_id),
+        address=str(address),
+        name=str(name),
+        variant=str(variant),
+        state=RowState(state),
+        attempts=int(attempts),
+        message_id=None if message_id is None else str(message_id),
+        reply_code=None if code is None else int(code),
+        reply_text=None if text is None else str(text),
+        queued_at=_parse(str(queued)),
+        sending_at=None if sending is None else _parse(str(sending)),
+        finished_at=None if finished is None else _parse(str(finished)),
+    )
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError(f"ledger times must be timezone-aware, got {moment!r}")
+    return moment.astimezone(UTC).isoformat()
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text)

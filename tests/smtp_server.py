@@ -1,0 +1,182 @@
+"""A real SMTP server for tests: aiosmtpd on 127.0.0.1, recording messages, failing on request.
+
+    recorder.refuse("ana@example.org", "550 5.1.1 no such mailbox")     # every attempt
+    recorder.plan("bo@example.org", "451 4.7.1 try later", DROP_AFTER_DATA)  # one per attempt
+
+A planned fault is used up by one attempt (one RCPT for that address); once the plan is empty
+the address is accepted. Faults: a reply string (given at RCPT), DROP_BEFORE_DATA (the server
+hangs up at RCPT), DROP_AFTER_DATA (it keeps the message, then hangs up instead of answering the
+data) and SlowData(seconds) (it keeps the message and answers late).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+@dataclass(frozen=True, slots=True)
+class SlowData:
+    """Keep the message, then wait this long before answering 250."""
+
+    seconds: float
+
+
+DROP_BEFORE_DATA = "drop before data"
+DROP_AFTER_DATA = "drop after data"
+Fault = str | SlowData
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One message the server accepted (or kept before a fault after the data)."""
+
+    mail_from: str
+    recipients: tuple[str, ...]
+    data: bytes
+    at: float  # time.monotonic() when the data arrived
+
+
+class SmtpRecorder:
+    """An aiosmtpd handler with a per-address fault plan."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.messages: list[Received] = []
+        self._plans: dict[str, deque[Fault]] = {}
+        self._refused: dict[str, str] = {}
+        self._sessions: list[object] = []
+        self.stop: Callable[[], None] = lambda: None  # set by running(): stop serving now
+        self.mail_reply: str | None = None  # e.g. "550 5.7.1 sender not allowed"
+        self._lock = threading.Lock()
+
+    def refuse(self, address: str, reply: str) -> None:
+        """Answer every RCPT for this address with `reply`."""
+        self._refused[address] = reply
+
+    def plan(self, address: str, *faults: Fault) -> None:
+        """Fail the next attempts for this address, one fault each, then accept it."""
+        self._plans.setdefault(address, deque()).extend(faults)
+
+    def recipients(self) -> set[str]:
+        with self._lock:
+            return {r for m in self.messages for r in m.recipients}
+
+    def copies(self) -> Counter[str]:
+        """How many messages each address was sent."""
+        with self._lock:
+            return Counter(r for m in self.messages for r in m.recipients)
+
+    @property
+    def connections(self) -> int:
+        """How many connections sent at least one MAIL FROM."""
+        with self._lock:
+            return len(self._sessions)
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        with self._lock:
+            if not any(s is session for s in self._sessions):
+                self._sessions.append(session)
+        if self.mail_reply is not None:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address in self._refused:
+            return self._refused[address]
+        plan = self._plans.get(address)
+        fault = plan.popleft() if plan else None
+        if fault == DROP_BEFORE_DATA:
+            server.transport.close()
+            return "421 4.4.2 gone"  # never reaches the client
+        if isinstance(fault, str) and fault != DROP_AFTER_DATA:
+            return fault
+        envelope.rcpt_tos.append(address)
+        envelope.faults = [*getattr(envelope, "faults", []), fault]
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self._lock:
+            self.messages.append(
+                Received(
+                    envelope.mail_from,
+                    tuple(envelope.rcpt_tos),
+                    bytes(envelope.content),
+                    time.monotonic(),
+                )
+            )
+        for fault in getattr(envelope, "faults", []):
+            if fault == DROP_AFTER_DATA:
+                server.transport.close()
+                return "451 4.3.0 gone"  # never reaches the client
+            if isinstance(fault, SlowData):
+                await asyncio.sleep(fault.seconds)
+        return "250 2.0.0 queued"
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (Controller probes its port, so 0 will not do)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def password_checker(username: str, password: str) -> Any:
+    """An aiosmtpd authenticator accepting only this username and password."""
+
+    def check(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        ok = (
+            isinstance(data, LoginPassword)
+            and data.login == username.encode()
+            and data.password == password.encode()
+        )
+        return AuthResult(success=ok, handled=False)
+
+    return check
+
+
+@contextmanager
+def running(recorder: SmtpRecorder, **smtp_options: Any) -> Iterator[SmtpRecorder]:
+    """Serve `recorder` on 127.0.0.1 for the block; options go to aiosmtpd's Controller.
+
+    tls_context= offers STARTTLS; ssl_context= speaks TLS from the first byte (port 465 style).
+    """
+    controller = Controller(recorder, hostname="127.0.0.1", port=free_port(), **smtp_options)
+    controller.start()
+    recorder.port = controller.port
+    running = [True]
+
+    def stop() -> None:
+        if running.pop() if running else False:
+            controller.stop()
+
+    recorder.stop = stop
+    try:
+        yield recorder
+    finally:
+        stop()
+
+
+def server_tls_context(cert: Any) -> ssl.SSLContext:
+    """A server-side context holding a trustme certificate."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    return context

@@ -1,0 +1,198 @@
+"""The send ledger: freezing, row states, resume after a crash, and claims across processes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from digest.errors import LedgerError
+from digest.ledger import Counts, Ledger, Recipient, RowState
+
+AT = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
+LATER = AT + timedelta(hours=1)
+ISSUE = "2024-W19"
+VARIANTS = {"all.en": b"<html>all</html>", "news.es": b"<html>noticias</html>"}
+PEOPLE = [
+    Recipient("ana@example.org", "Ana", "all.en"),
+    Recipient("bo@example.org", "Bo", "news.es"),
+    Recipient("cy@example.org", "", "all.en"),
+]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    book = Ledger.open(tmp_path / ".digest" / "ledger.sqlite3")
+    yield book
+    book.close()
+
+
+def send(book: Ledger, address: str) -> None:
+    assert book.mark_sending(ISSUE, address, message_id=f"<{address}>", at=AT)
+    assert book.mark_sent(ISSUE, address, code=250, text="2.0.0 queued", at=AT)
+
+
+def test_freeze_stores_content_and_one_pending_row_per_address(ledger: Ledger) -> None:
+    """Freezing records the variants and every recipient as pending, once per address."""
+    frozen = ledger.freeze(ISSUE, variants=VARIANTS, recipients=[*PEOPLE, PEOPLE[0]], at=AT)
+    assert (frozen.resumed, frozen.added, dict(frozen.variants)) == (False, 3, VARIANTS)
+    assert ledger.counts(ISSUE) == Counts(pending=3)
+    assert [r.address for r in ledger.pending(ISSUE)] == [p.address for p in PEOPLE]
+    assert ledger.issues()[0].issue_id == ISSUE
+
+
+def test_a_row_moves_from_pending_through_sending_to_sent(ledger: Ledger) -> None:
+    """A claimed row is sending, then sent with its Message-ID, reply and attempt count."""
+    ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=AT)
+    assert ledger.mark_sending(ISSUE, "Ana@Example.org ", message_id="<m1@x>", at=AT)
+    assert ledger.counts(ISSUE) == Counts(pending=2, sending=1)
+    assert ledger.mark_sent(ISSUE, "ana@example.org", code=250, text="ok", at=LATER)
+    row = ledger.row(ISSUE, "ana@example.org")
+    assert row is not None
+    assert (row.state, row.message_id, row.reply_code, row.attempts) == (
+        RowState.SENT,
+        "<m1@x>",
+        250,
+        1,
+    )
+    assert row.finished_at == LATER
+
+
+def test_only_a_pending_row_can_be_claimed_and_only_a_sending_one_finished(
+    ledger: Ledger,
+) -> None:
+    """A sent row is not claimed again, and a pending row cannot be marked sent."""
+    ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=AT)
+    send(ledger, "ana@example.org")
+    assert not ledger.mark_sending(ISSUE, "ana@example.org", message_id=None, at=AT)
+    assert not ledger.mark_sent(ISSUE, "bo@example.org", code=250, text="", at=AT)
+    assert not ledger.mark_sending(ISSUE, "stranger@example.org", message_id=None, at=AT)
+
+
+def test_failed_unknown_and_released_rows_are_recorded(ledger: Ledger) -> None:
+    """Failed and unknown are final for the run; a released row is pending again."""
+    ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=AT)
+    for address in ("ana@example.org", "bo@example.org", "cy@example.org"):
+        ledger.mark_sending(ISSUE, address, message_id=None, at=AT)
+    ledger.mark_failed(ISSUE, "ana@example.org", code=550, text="no such user", at=AT)
+    ledger.mark_unknown(ISSUE, "bo@example.org", code=None, text="dropped", at=AT)
+    assert ledger.release(ISSUE, "cy@example.org")
+    assert ledger.counts(ISSUE) == Counts(pending=1, failed=1, unknown=1)
+
+
+def test_resume_keeps_the_frozen_content_and_skips_the_sent(ledger: Ledger) -> None:
+    """Freezing again returns the first content and leaves sent rows alone."""
+    ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=AT)
+    send(ledger, "ana@example.org")
+    again = ledger.freeze(ISSUE, variants={"all.en": b"changed"}, recipients=PEOPLE, at=LATER)
+    assert (again.resumed, again.frozen_at, dict(again.variants)) == (True, AT, VARIANTS)
+    assert [r.address for r in ledger.pending(ISSUE)] == ["bo@example.org", "cy@example.org"]
+
+
+def test_rows_left_sending_by_a_crash_become_unknown(ledger: Ledger) -> None:
+    """A row sending when the process died may have been delivered, so it is not resent."""
+    ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=AT)
+    ledger.mark_sending(ISSUE, "bo@example.org", message_id=None, at=AT)
+    again = ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=LATER)
+    assert again.made_unknown == 1
+    assert ledger.counts(ISSUE) == Counts(pending=2, unknown=1)
+
+
+def test_retry_unknown_puts_unknown_rows_back_to_pending(ledger: Ledger) -> None:
+    """--retry-unknown resends rows whose fate is unknown."""
+    ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=AT)
+    ledger.mark_sending(ISSUE, "bo@example.org", message_id=None, at=AT)
+    again = ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=LATER, retry_unknown=True)
+    assert (again.made_unknown, again.requeued) == (1, 1)
+    assert ledger.counts(ISSUE) == Counts(pending=3)
+
+
+def test_new_subscribers_join_a_frozen_issue_only_with_include_new(ledger: Ledger) -> None:
+    """Someone who subscribed after the freeze gets that issue only when asked."""
+    ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=AT)
+    newcomer = Recipient("dee@example.org", "Dee", "all.en")
+    assert ledger.freeze(ISSUE, variants=VARIANTS, recipients=[newcomer], at=LATER).added == 0
+    assert ledger.counts(ISSUE).total == 3
+    added = ledger.freeze(
+        ISSUE, variants=VARIANTS, recipients=[*PEOPLE, newcomer], at=LATER, include_new=True
+    )
+    assert added.added == 1
+    assert ledger.counts(ISSUE) == Counts(pending=4)
+
+
+def test_pending_can_be_marked_while_iterating_many_rows(ledger: Ledger) -> None:
+    """Iterating pages of pending rows while claiming them visits each row exactly once."""
+    people = [Recipient(f"r{n:05}@example.org") for n in range(2500)]
+    ledger.freeze(ISSUE, variants=VARIANTS, recipients=people, at=AT)
+    seen = 0
+    for row in ledger.pending(ISSUE):
+        send(ledger, row.address)
+        seen += 1
+    assert seen == 2500
+    assert ledger.counts(ISSUE) == Counts(sent=2500)
+
+
+def test_a_state_change_is_fast_enough_for_a_large_list(ledger: Ledger) -> None:
+    """Claiming and finishing a row, each its own transaction, takes well under a millisecond."""
+    people = [Recipient(f"r{n:05}@example.org") for n in range(2000)]
+    ledger.freeze(ISSUE, variants=VARIANTS, recipients=people, at=AT)
+    started = time.perf_counter()
+    for row in ledger.pending(ISSUE):
+        send(ledger, row.address)
+    per_row = (time.perf_counter() - started) / 2000
+    assert per_row < 0.002, f"{per_row * 1000:.2f} ms per row"
+
+
+CLAIMER = """
+import json, sys
+from datetime import UTC, datetime
+from collections.abc import Iterator
+from pathlib import Path
+from digest.ledger import Ledger
+book = Ledger.open(Path(sys.argv[1]))
+won = [n for n in range(int(sys.argv[2]))
+       if book.mark_sending("2024-W19", f"r{n:04}@example.org", message_id=None,
+                            at=datetime.now(UTC))]
+print(json.dumps(won))
+"""
+
+
+def test_two_processes_never_claim_the_same_row(tmp_path: Path) -> None:
+    """Two senders racing over one issue split its rows; none is claimed twice."""
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger.open(path) as book:
+        people = [Recipient(f"r{n:04}@example.org") for n in range(400)]
+        book.freeze(ISSUE, variants=VARIANTS, recipients=people, at=AT)
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, str(path), "400"], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    won = [set(json.loads(racer.communicate(timeout=60)[0])) for racer in racers]
+    assert not won[0] & won[1]
+    assert won[0] | won[1] == set(range(400))
+
+
+def test_a_file_that_is_not_a_ledger_is_a_clear_error(tmp_path: Path) -> None:
+    """Pointing the ledger at some other file says so instead of a traceback."""
+    path = tmp_path / "ledger.sqlite3"
+    path.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(LedgerError, match="not an SQLite database"):
+        Ledger.open(path)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A ledger written by a newer digest is not touched."""
+    path = tmp_path / "ledger.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(LedgerError, match="newer"):
+        Ledger.open(path)
