@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
+SPAMASSASSIN := /usr/bin/spamassassin
 NODE_MODULES := tests/email-lint/node_modules
 
 .PHONY: demo test lint bench clean
@@ -19,6 +20,10 @@ $(STAMP): pyproject.toml
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core
 
+# The spam-score test runs Debian's SpamAssassin with its local rules only (no network).
+$(SPAMASSASSIN):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq spamassassin
+
 # doiuse-email checks the built HTML against email clients' CSS support.
 $(NODE_MODULES): tests/email-lint/package.json tests/email-lint/package-lock.json
 	cd tests/email-lint && npm ci --silent --no-audit --no-fund
@@ -29,7 +34,7 @@ demo: $(STAMP)
 	$(BIN)/digest --config examples/digest.toml build --since 2026-11-16 --until 2026-11-22
 
 ## Lint, type-check and run the tests.
-test: $(STAMP) $(CHROMIUM) $(if $(wildcard tests/email-lint/package.json),$(NODE_MODULES))
+test: $(STAMP) $(CHROMIUM) $(SPAMASSASSIN) $(if $(wildcard tests/email-lint/package.json),$(NODE_MODULES))
 	$(BIN)/ruff check digest tests bench
 	$(BIN)/ruff format --check digest tests bench
 	$(BIN)/mypy

@@ -126,17 +126,21 @@ class Rendered:
     text_parts: tuple[str, ...]
     greetings: tuple[str, str]  # with a name ("Hi %(name)s,"), without ("Hi there,")
 
-    def personalise(self, recipient: Recipient) -> Email:
-        """This reader's copy: their values escaped in the HTML, as they are in the text."""
+    def values(self, recipient: Recipient) -> dict[str, str]:
+        """This reader's value for each personal field, as the text shows it (unescaped)."""
         greeting = self.greetings[1]
         if recipient.name.strip():
             greeting = self.greetings[0] % {"name": " ".join(recipient.name.split())}
-        values = {
+        return {
             "email": recipient.email,
             "greeting": greeting,
             "unsubscribe_url": recipient.unsubscribe_url,
             "preferences_url": recipient.preferences_url,
         }
+
+    def personalise(self, recipient: Recipient) -> Email:
+        """This reader's copy: their values escaped in the HTML, as they are in the text."""
+        values = self.values(recipient)
         escaped = {key: escape(value) for key, value in values.items()}
         return Email(
             subject=self.subject,
