@@ -6,17 +6,14 @@ strings. Bylines and categories are joined with the unit separator: cheap to spl
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from digest.errors import ArchiveError
 from digest.models import Article, FetchState, Image, Issue, Period
+from digest.store import SqliteFile
 
 # Schema version N is MIGRATIONS[N - 1]; add new scripts at the end, never edit old ones.
 MIGRATIONS: tuple[str, ...] = (
@@ -85,96 +82,14 @@ class UpsertCounts:
     unchanged: int = 0
 
 
-class Archive:
+class Archive(SqliteFile):
     """An open archive file; use it as a context manager so the connection is closed."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
-        self._db = connection
-        self.path = path
-
-    @classmethod
-    def open(cls, path: Path) -> Archive:
-        """Open (creating if need be) the archive at `path`, bringing its schema up to date."""
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Autocommit: transactions are begun explicitly, so each write is one transaction.
-            connection = sqlite3.connect(path, isolation_level=None)
-        except (OSError, sqlite3.Error) as err:
-            raise ArchiveError(f"cannot open the archive: {err}", where=str(path)) from err
-        archive = cls(connection, path)
-        try:
-            archive._prepare()
-        except BaseException:
-            connection.close()
-            raise
-        return archive
-
-    def _prepare(self) -> None:
-        try:
-            self._db.execute("PRAGMA busy_timeout = 5000")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA journal_mode = WAL")  # the first read of the file
-        except sqlite3.Error as err:
-            if err.sqlite_errorname == "SQLITE_NOTADB":
-                raise ArchiveError(
-                    "not an SQLite database, so not a digest archive",
-                    where=str(self.path),
-                    hint="point [archive] path in digest.toml at a new file, or move this one away",
-                ) from err
-            raise ArchiveError(f"cannot open the archive: {err}", where=str(self.path)) from err
-        with self._reading("reading the archive schema") as db:
-            version: int = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise ArchiveError(
-                f"archive schema v{version} is newer than this digest understands",
-                where=str(self.path),
-                hint="upgrade digest",
-            )
-        if version < len(MIGRATIONS):
-            with self._transaction("updating the archive schema") as db:
-                # Again, under the write lock: another process may have just migrated it.
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                    for statement in _statements(script):
-                        db.execute(statement)
-                    db.execute(f"PRAGMA user_version = {number}")
-
-    def close(self) -> None:
-        """Close the connection; every write was already committed."""
-        self._db.close()
-
-    def __enter__(self) -> Archive:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @contextmanager
-    def _transaction(self, doing: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction; rolled back on any error, SQLite's own shown as ArchiveError."""
-        with self._reading(doing):
-            # IMMEDIATE takes the write lock up front, so busy_timeout applies instead of a
-            # deadlock between two readers that both want to write.
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-
-    @contextmanager
-    def _reading(self, doing: str) -> Iterator[sqlite3.Connection]:
-        try:
-            yield self._db
-        except sqlite3.Error as err:
-            raise ArchiveError(f"{doing} failed: {err}", where=str(self.path)) from err
+    what = "archive"
+    error = ArchiveError
+    migrations = MIGRATIONS
+    pragmas = ("PRAGMA busy_timeout = 5000", "PRAGMA foreign_keys = ON")
+    not_a_database_hint = "point [archive] path in digest.toml at a new file, or move this one away"
 
     def upsert_articles(self, articles: Iterable[Article], *, seen_at: datetime) -> UpsertCounts:
         """Store a batch of fetched articles; one seen before is updated in place, never copied."""
@@ -351,16 +266,3 @@ def _articles(rows: Iterable[tuple[Any, ...]]) -> list[Article]:
         )
         for id_, url, title, when, source, excerpt, bylines, tags, image, alt, estimated in rows
     ]
-
-
-def _statements(script: str) -> Iterator[str]:
-    """Split a migration script into statements, which run inside our own transaction.
-
-    executescript would commit first; a trigger body's own semicolons stay in its statement.
-    """
-    pending = ""
-    for piece in script.split(";"):
-        pending += piece + ";"
-        if sqlite3.complete_statement(pending) and pending.strip(" \n;"):
-            yield pending
-            pending = ""

@@ -10,18 +10,15 @@ transaction, durable against a process crash (SIGKILL) without an fsync per mess
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from digest.errors import LedgerError
 from digest.models import email_key
+from digest.store import SqliteFile
 
 DEFAULT_LEDGER = ".digest/ledger.sqlite3"
 
@@ -137,97 +134,19 @@ class IssueSummary:
     counts: Counts
 
 
-class Ledger:
+class Ledger(SqliteFile):
     """An open ledger file; use it as a context manager so the connection is closed."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
-        self._db = connection
-        self.path = path
-
-    @classmethod
-    def open(cls, path: Path) -> Ledger:
-        """Open (creating if need be) the ledger at `path`, bringing its schema up to date."""
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Autocommit: transactions are begun explicitly, so each write is one transaction.
-            connection = sqlite3.connect(path, isolation_level=None)
-        except (OSError, sqlite3.Error) as err:
-            raise LedgerError(f"cannot open the ledger: {err}", where=str(path)) from err
-        ledger = cls(connection, path)
-        try:
-            ledger._prepare()
-        except BaseException:
-            connection.close()
-            raise
-        return ledger
-
-    def _prepare(self) -> None:
-        try:
-            self._db.execute("PRAGMA busy_timeout = 10000")
-            self._db.execute("PRAGMA journal_mode = WAL")  # the first read of the file
-            # In WAL mode NORMAL survives a process crash; only a power cut can lose the
-            # last commits, and then a resumed send may repeat at most those few copies.
-            self._db.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.Error as err:
-            if err.sqlite_errorname == "SQLITE_NOTADB":
-                raise LedgerError(
-                    "not an SQLite database, so not a digest ledger",
-                    where=str(self.path),
-                    hint="move this file away; the ledger is recreated empty",
-                ) from err
-            raise LedgerError(f"cannot open the ledger: {err}", where=str(self.path)) from err
-        with self._reading("reading the ledger schema") as db:
-            version: int = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise LedgerError(
-                f"ledger schema v{version} is newer than this digest understands",
-                where=str(self.path),
-                hint="upgrade digest",
-            )
-        if version < len(MIGRATIONS):
-            with self._transaction("updating the ledger schema") as db:
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                    for statement in script.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
-                    db.execute(f"PRAGMA user_version = {number}")
-
-    def close(self) -> None:
-        """Close the connection; every write was already committed."""
-        self._db.close()
-
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @contextmanager
-    def _transaction(self, doing: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction; rolled back on any error, SQLite's own shown as LedgerError."""
-        with self._reading(doing):
-            # IMMEDIATE takes the write lock up front, so busy_timeout applies.
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-
-    @contextmanager
-    def _reading(self, doing: str) -> Iterator[sqlite3.Connection]:
-        try:
-            yield self._db
-        except sqlite3.Error as err:
-            raise LedgerError(f"{doing} failed: {err}", where=str(self.path)) from err
+    what = "ledger"
+    error = LedgerError
+    migrations = MIGRATIONS
+    pragmas = (
+        "PRAGMA busy_timeout = 10000",
+        # In WAL mode NORMAL survives a process crash; only a power cut can lose the last
+        # commits, and then a resumed send may repeat at most those few copies.
+        "PRAGMA synchronous = NORMAL",
+    )
+    not_a_database_hint = "move this file away; the ledger is recreated empty"
 
     def freeze(
         self,

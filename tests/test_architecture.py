@@ -17,7 +17,8 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"errors"},
     "project": {"errors"},
     "sources": {"errors", "models", "config", "text"},
-    "archive": {"errors", "models"},
+    "store": {"errors"},
+    "archive": {"errors", "models", "store"},
     "subscribers": {"errors", "models"},
     "selector": {"errors", "models", "config"},
     "tokens": {"errors", "config"},
@@ -25,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "render": {"errors", "models", "config", "project"},
     "inline": {"errors"},
     "message": {"errors", "models", "config", "tokens", "render"},
-    "ledger": {"errors", "models"},
+    "ledger": {"errors", "models", "store"},
     "sender": {"errors", "models", "config", "ledger"},
     "pipeline": {
         "errors",
@@ -39,6 +40,8 @@ ALLOWED: dict[str, set[str]] = {
         "render",
         "inline",
         "message",
+        "ledger",
+        "sender",
     },
     "cli": {
         "errors",
