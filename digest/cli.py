@@ -1,7 +1,8 @@
 """The `digest` command line: parse arguments, call the pipeline, print, map errors to exit codes.
 
 Exit codes: 0 done; 1 a problem the message explains (config, sources, archive, selection);
-2 a usage error (a bad option or argument); 70 a bug in digest; 130 interrupted.
+2 a usage error (a bad option or argument); 3 a send left copies failed or unknown; 70 a bug
+in digest; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import click
 
 from digest import pipeline, preview, project, selector, subscribers, tokens, web
 from digest.config import Config, load_config
-from digest.errors import DigestError, SubscriberFileError, TokenError
+from digest.errors import DigestError, PartialDelivery, SubscriberFileError, TokenError
 from digest.models import SubscriberStatus, email_key
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -309,6 +310,74 @@ def preview_issue(
         env_file=app.env_file,
         announce=click.echo,
     )
+
+
+@cli.command()
+@period_options
+@click.option("--dry-run", is_flag=True, help="Compose every copy and print one; send nothing.")
+@click.option("--limit", type=click.IntRange(min=1), help="Send at most N messages this run.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="SMTP connections at once.",
+)
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="At most R messages/s.")
+@click.option("--retry-unknown", is_flag=True, help="Resend copies an earlier run left unknown.")
+@click.option("--include-new", is_flag=True, help="Also send to readers added since it began.")
+@click.pass_obj
+def send(
+    app: App,
+    request: pipeline.PeriodRequest,
+    dry_run: bool,
+    limit: int | None,
+    concurrency: int,
+    rate: float | None,
+    retry_unknown: bool,
+    include_new: bool,
+) -> None:
+    """Send the period's issue to every subscribed reader, exactly once.
+
+    Uses the archive as it is (run `digest collect` first). Delivers over SMTP with the SMTP_*
+    settings, or into the outbox/ Maildir beside the config when SMTP_HOST is unset. Running it
+    again resumes an interrupted send: the same content, only to those not yet sent. Exits 3
+    when some copies failed or their fate is unknown.
+
+    \b
+      digest send --since 2026-11-16 --until 2026-11-22 --dry-run
+      digest send --since 2026-11-16 --until 2026-11-22
+    """
+    options = pipeline.SendOptions(
+        concurrency=concurrency,
+        rate=rate,
+        retry_unknown=retry_unknown,
+        include_new=include_new,
+        limit=limit,
+        dry_run=dry_run,
+    )
+    outcome = pipeline.send_issue(app.config, request, options, now=app.now)
+    report = outcome.report
+    if dry_run:
+        if outcome.sample is not None:
+            click.echo(outcome.sample.decode("ascii", "replace").replace("\r\n", "\n"))
+        click.echo(
+            f"{outcome.issue_id}: dry run: {outcome.composed} composed, {report.skipped} skipped, "
+            "nothing sent"
+        )
+        return
+    if outcome.outbox is not None:
+        app.info(f"SMTP_HOST is unset: messages went to the Maildir {outcome.outbox}")
+    click.echo(
+        f"{outcome.issue_id}: {report.sent} sent, {report.failed} failed, "
+        f"{report.unknown} unknown, {report.skipped} skipped in {report.elapsed:.1f}s "
+        f"({report.per_second:.1f} messages/s)"
+    )
+    if report.failed or report.unknown:
+        raise PartialDelivery(
+            f"{report.failed} failed, {report.unknown} unknown",
+            hint="failed readers bounced or were refused; --retry-unknown resends unknown copies",
+        )
 
 
 # -- digest subscribers ... -----------------------------------------------------------------------

@@ -63,3 +63,9 @@ class LedgerError(DigestError):
 
 class SendError(DigestError):
     """Delivery cannot go on: the SMTP relay refuses our TLS, login or sender, or is gone."""
+
+
+class PartialDelivery(DigestError):
+    """A send ended with rows failed or `unknown`: some readers may not have their copy."""
+
+    exit_code = 3

@@ -1,19 +1,34 @@
-"""Strings the steps together: collect into the archive, select an issue, render and compose it."""
+"""Strings the steps together: collect into the archive, select an issue, render, compose and
+send it."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import itertools
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.utils import parseaddr
 from pathlib import Path
 
-from digest import inline, message, render, selector, sources, tokens
+from digest import inline, ledger, message, render, selector, sender, sources, tokens
 from digest.archive import Archive, UpsertCounts
 from digest.config import Config
-from digest.errors import ConfigError, DigestError, SelectionError, SourceError, SubscriberFileError
-from digest.models import Issue
+from digest.errors import (
+    ConfigError,
+    DigestError,
+    LedgerError,
+    MessageError,
+    SelectionError,
+    SourceError,
+    SubscriberFileError,
+)
+from digest.ledger import Ledger
+from digest.models import Issue, Subscriber, SubscriberStatus, email_key
 from digest.sources import SourceResult
 from digest.subscribers import SubscriberFile
 
@@ -265,3 +280,233 @@ def write_sample(copy: Sample, out_dir: Path) -> tuple[Path, Path, Path]:
             f"cannot write the issue: {err}", where=str(out_dir), hint="choose a folder with --out"
         ) from err
     return html, text, eml
+
+
+LEDGER_FILE = "ledger.sqlite3"  # beside the archive
+
+
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    """How `digest send` delivers: the pool, the rate, and which rows to (re)send."""
+
+    concurrency: int = 4
+    rate: float | None = None  # messages per second across the pool; None: as fast as allowed
+    retry_unknown: bool = False  # resend rows an earlier run left `unknown`
+    include_new: bool = False  # add subscribers who joined after the issue was frozen
+    limit: int | None = None  # send at most this many messages in this run
+    dry_run: bool = False  # compose every copy, send nothing
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    """What `send_issue` did: the delivery report (skipped readers counted) and where it went."""
+
+    issue_id: str
+    report: sender.SendReport
+    outbox: Path | None = None  # the Maildir the messages went to when SMTP_HOST is unset
+    composed: int = 0  # dry run: copies composed
+    sample: bytes | None = None  # dry run: the first copy, as it would be sent
+
+
+def send_issue(
+    config: Config, request: PeriodRequest, options: SendOptions, *, now: datetime
+) -> SendOutcome:
+    """Deliver the period's issue to every subscribed reader once; safe to run again after a
+    crash (the ledger resumes it with the same content, only to those not yet sent)."""
+    issue = select(config, request, now=now)
+    file = SubscriberFile(config.subscribers_path)
+    if options.dry_run:
+        return _dry_run(config, issue, file, now=now)
+    settings = sender.read_settings(config.env, root=config.root)
+    delivery = sender.DeliveryOptions(
+        envelope_from=parseaddr(config.newsletter.sender)[1],
+        concurrency=options.concurrency,
+        rate=options.rate,
+    )
+    renderer = _Renderer(config, issue)
+    composer = message.Composer(config, issue, renderer, now=now)
+    with Ledger.open(config.archive_path.parent / LEDGER_FILE) as book:
+        frozen = _freeze(book, composer, renderer, file, options, now=now)
+        pending = {email_key(row.address) for row in book.pending(issue.id)}
+        skipped: list[str] = []
+        wanted = (
+            s
+            for s in file
+            if s.receives_mail
+            and (
+                (address := _address(composer, s)) is None
+                or email_key(address) in pending
+                or composer.skip_reason(s) is not None
+            )
+        )
+        jobs = itertools.islice(_jobs(composer.compose_all(wanted), skipped), options.limit)
+        bounced: list[str] = []
+        try:
+            report = asyncio.run(
+                sender.deliver(
+                    jobs, book, settings, delivery, issue_id=issue.id, on_bounce=bounced.append
+                )
+            )
+        finally:
+            for address in bounced:
+                file.set_status(address, SubscriberStatus.BOUNCED, at=now)
+    return SendOutcome(
+        issue_id=issue.id,
+        # Rows an interrupted run left `sending` are this run's unknowns: maybe delivered.
+        report=replace(
+            report,
+            skipped=report.skipped + len(skipped),
+            unknown=report.unknown + frozen.made_unknown,
+        ),
+        outbox=settings.path if isinstance(settings, sender.Outbox) else None,
+    )
+
+
+def _freeze(
+    book: Ledger,
+    composer: message.Composer,
+    renderer: _Renderer,
+    file: SubscriberFile,
+    options: SendOptions,
+    *,
+    now: datetime,
+) -> ledger.Frozen:
+    """Freeze the issue with its rendered variants and readers, or resume the frozen one; from
+    then on the renderer gives the ledger's variants."""
+    issue_id = composer.issue.id
+    if not any(known.issue_id == issue_id for known in book.issues()):
+        renderer.render_all({composer.variant_of(s) for s in _deliverable(composer, file)})
+    frozen = book.freeze(
+        issue_id,
+        variants=renderer.stored(),
+        recipients=(
+            ledger.Recipient(address, s.first_name, _variant_key(composer.variant_of(s)))
+            for s in _deliverable(composer, file)
+            if (address := _address(composer, s)) is not None
+        ),
+        at=now,
+        include_new=options.include_new,
+        retry_unknown=options.retry_unknown,
+    )
+    renderer.load(frozen.variants)
+    return frozen
+
+
+def _dry_run(config: Config, issue: Issue, file: SubscriberFile, *, now: datetime) -> SendOutcome:
+    """Compose every subscribed reader's copy and send none; one copy is kept as a sample."""
+    started = time.monotonic()
+    composer = message.Composer(config, issue, _Renderer(config, issue), now=now)
+    composed, sample, skipped = 0, None, 0
+    for item in composer.compose_all(s for s in file if s.receives_mail):
+        if isinstance(item, message.Skipped):
+            skipped += 1
+            continue
+        composed += 1
+        sample = item.data if sample is None else sample
+    report = sender.SendReport(
+        sent=0,
+        failed=0,
+        unknown=0,
+        skipped=skipped,
+        retries=0,
+        bounced=(),
+        elapsed=time.monotonic() - started,
+    )
+    return SendOutcome(issue.id, report, composed=composed, sample=sample)
+
+
+def _jobs(
+    items: Iterator[message.Composed | message.Skipped], skipped: list[str]
+) -> Iterator[sender.Job]:
+    """The composed copies as delivery jobs; each reader who gets none goes to `skipped`."""
+    for item in items:
+        if isinstance(item, message.Skipped):
+            skipped.append(item.email)
+        else:
+            yield sender.Job(item.address, item.data, item.message_id)
+
+
+def _deliverable(composer: message.Composer, file: SubscriberFile) -> Iterator[Subscriber]:
+    """The subscribed readers who get a copy of this issue (articles in their sections)."""
+    return (s for s in file if s.receives_mail and composer.skip_reason(s) is None)
+
+
+def _address(composer: message.Composer, subscriber: Subscriber) -> str | None:
+    """The address a copy goes to (as the ledger records it), or None if it is not valid."""
+    try:
+        return message.checked_address(subscriber.email, where="subscribers")
+    except MessageError:
+        return None
+
+
+def _variant_key(variant: render.Variant) -> str:
+    sections = None if variant.sections is None else sorted(variant.sections)
+    return json.dumps([variant.language, sections], ensure_ascii=False)
+
+
+class _Renderer:
+    """Each variant rendered once, or read back from the ledger so a resumed send uses the
+    bytes frozen with the issue. A variant first needed on a resume (a reader added with
+    --include-new, or one who changed their choice) is rendered then."""
+
+    def __init__(self, config: Config, issue: Issue) -> None:
+        self.config, self.issue = config, issue
+        self.note = read_note(config.email.note)
+        self._done: dict[str, render.Rendered] = {}
+
+    def __call__(self, variant: render.Variant) -> render.Rendered:
+        key = _variant_key(variant)
+        found = self._done.get(key)
+        if found is None:
+            found = self._done[key] = render_issue(self.config, self.issue, variant, note=self.note)
+        return found
+
+    def render_all(self, variants: Iterable[render.Variant]) -> None:
+        for variant in variants:
+            self(variant)
+
+    def stored(self) -> dict[str, bytes]:
+        """The rendered variants as the ledger stores them."""
+        return {key: _dump(rendered) for key, rendered in self._done.items()}
+
+    def load(self, stored: Mapping[str, bytes]) -> None:
+        """Use the ledger's frozen variants from now on."""
+        self._done = {key: _load(content) for key, content in stored.items()}
+
+
+def _dump(rendered: render.Rendered) -> bytes:
+    variant = rendered.variant
+    return json.dumps(
+        {
+            "language": variant.language,
+            "sections": None if variant.sections is None else sorted(variant.sections),
+            "subject": rendered.subject,
+            "preheader": rendered.preheader,
+            "html_parts": rendered.html_parts,
+            "text_parts": rendered.text_parts,
+            "greetings": rendered.greetings,
+        },
+        ensure_ascii=False,
+    ).encode("utf-8")
+
+
+def _load(content: bytes) -> render.Rendered:
+    try:
+        data = json.loads(content)
+        sections = data["sections"]
+        greeting, plain = data["greetings"]
+        return render.Rendered(
+            variant=render.Variant(
+                str(data["language"]), None if sections is None else frozenset(sections)
+            ),
+            subject=str(data["subject"]),
+            preheader=str(data["preheader"]),
+            html_parts=tuple(str(p) for p in data["html_parts"]),
+            text_parts=tuple(str(p) for p in data["text_parts"]),
+            greetings=(str(greeting), str(plain)),
+        )
+    except (ValueError, KeyError, TypeError) as err:
+        raise LedgerError(
+            f"a frozen variant cannot be read: {err}",
+            hint="the ledger was written by another version of digest",
+        ) from err
