@@ -348,8 +348,7 @@ def send_issue(
                 )
             )
         finally:
-            for address in bounced:
-                file.set_status(address, SubscriberStatus.BOUNCED, at=now)
+            file.set_statuses(bounced, SubscriberStatus.BOUNCED, at=now)
     return SendOutcome(
         issue_id=issue.id,
         # Rows an interrupted run left `sending` are this run's unknowns: maybe delivered.

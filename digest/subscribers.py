@@ -221,11 +221,24 @@ class SubscriberFile:
         Leaving (unsubscribed, bounced, complained) records `at` as unsubscribed_at; coming back
         records it as subscribed_at and clears unsubscribed_at.
         """
-        key = email_key(email)
+        return self.set_statuses([email], status, at=at, only_subscribed=only_subscribed)
+
+    def set_statuses(
+        self,
+        emails: Iterable[str],
+        status: SubscriberStatus,
+        *,
+        at: datetime,
+        only_subscribed: bool = False,
+    ) -> bool:
+        """set_status for many addresses in one locked rewrite (a send's bounces, say)."""
+        keys = {email_key(email) for email in emails}
+        if not keys:
+            return False
         moment = format_time(at)
 
         def edit(row: Row) -> _Edit:
-            if row.key != key:
+            if row.key not in keys:
                 return None
             current = _STATUSES.get(row.cell("status").lower())
             if current is status or (only_subscribed and current in LEFT):
@@ -234,7 +247,7 @@ class SubscriberFile:
                 return {"status": status.value, "subscribed_at": moment, "unsubscribed_at": ""}
             return {"status": status.value, "unsubscribed_at": moment}
 
-        return self._rewrite(edit, keys={key})
+        return self._rewrite(edit, keys=keys)
 
     def update_preferences(
         self, email: str, *, sections: tuple[str, ...], language: str

@@ -294,6 +294,19 @@ def test_set_status_marks_bounces_and_brings_readers_back(listing: SubscriberFil
     assert not listing.set_status("bo.li@example.net", SubscriberStatus.BOUNCED, at=NOW)
 
 
+def test_many_bounces_are_marked_in_one_rewrite(listing: SubscriberFile) -> None:
+    """set_statuses marks every address in one write: the backup is the file from before."""
+    before = listing.path.read_text(encoding="utf-8")
+    bounced = ["BO.LI@example.net", "cy.okoro@example.com", "nobody@example.org"]
+    assert listing.set_statuses(bounced, SubscriberStatus.BOUNCED, at=NOW)
+    assert listing.backup_path.read_text(encoding="utf-8") == before
+    statuses = {s.email: s.status for s in listing}
+    assert statuses["bo.li@example.net"] is SubscriberStatus.BOUNCED
+    assert statuses["cy.okoro@example.com"] is SubscriberStatus.BOUNCED
+    assert statuses["ana.perez@example.org"] is SubscriberStatus.SUBSCRIBED
+    assert not listing.set_statuses([], SubscriberStatus.BOUNCED, at=NOW)
+
+
 def test_every_duplicate_row_of_an_address_is_unsubscribed(tmp_path: Path) -> None:
     """A reader listed twice stops getting mail from both rows."""
     path = write(
