@@ -11,6 +11,7 @@ import re
 import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -92,6 +93,34 @@ class TrackingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SendSettings:
+    """Defaults for `digest send` and `digest run`: the pool, the pace and the retries."""
+
+    concurrency: int = 4  # SMTP connections at once
+    rate: float | None = None  # messages per second across the pool; None: as fast as allowed
+    per_hour: int | None = None  # provider caps (SES, Google Workspace), counted within a run
+    per_day: int | None = None
+    max_attempts: int = 5  # tries per message for 4xx replies and dropped connections
+    retry_delay: float = 1.0  # seconds before the first retry, doubling after each
+    timeout: float = 60.0  # seconds per SMTP command
+    mark_bounced: bool = True  # a permanent refusal marks the reader bounced in the CSV
+
+
+Every = Literal["day", "week", "month"]
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSettings:
+    """When `digest run` sends, in the newsletter's time zone."""
+
+    every: Every = "week"
+    day: int = 5  # week: weekday, Monday = 0; month: day of the month, 1-28; day: unused
+    time: time = time(8, 0)
+    min_articles: int = 1  # fewer new articles than this: the run skips the period
+
+
+@dataclass(frozen=True, slots=True)
 class Newsletter:
     name: str
     timezone: ZoneInfo
@@ -99,6 +128,7 @@ class Newsletter:
     sender: str  # the `from` key
     public_url: str
     address: str
+    archive_url: str | None = None  # where `digest archive` pages are hosted: "view in browser"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +145,8 @@ class Config:
     selection: SelectionSettings = SelectionSettings()
     email: EmailSettings = EmailSettings()
     tracking: TrackingSettings = TrackingSettings()
+    send: SendSettings = SendSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
     env: Mapping[str, str] = field(default_factory=dict)  # os.environ over the .env file
 
     @property
@@ -195,6 +227,8 @@ def parse_config(
     )
     email = _email(reader, reader.table("email", data.get("email", {})), path.parent)
     tracking = _tracking(reader, reader.table("tracking", data.get("tracking", {})))
+    send = _send(reader, reader.table("send", data.get("send", {})))
+    schedule = _schedule(reader, reader.table("schedule", data.get("schedule", {})))
     archive = reader.table("archive", data.get("archive", {}))
     reader.keys("archive", archive, allowed={"path"})
     archive_path = reader.optional(
@@ -211,6 +245,8 @@ def parse_config(
         subscribers_path=path.parent / subscribers_file,
         email=email,
         tracking=tracking,
+        send=send,
+        schedule=schedule,
         env=dict(env or {}),
     )
 
@@ -225,6 +261,8 @@ _TOP_KEYS = {
     "subscribers",
     "email",
     "tracking",
+    "send",
+    "schedule",
 }
 T = TypeVar("T")
 
@@ -305,7 +343,7 @@ class _Reader:
 
 def _newsletter(r: _Reader, raw: Mapping[str, Any]) -> Newsletter:
     keys = {"name", "timezone", "language", "from", "public_url", "address"}
-    r.keys("newsletter", raw, allowed=keys, required=keys)
+    r.keys("newsletter", raw, allowed=keys | {"archive_url"}, required=keys)
     zone_name = r.text("newsletter.timezone", raw, "timezone", "an IANA time zone")
     try:
         zone = ZoneInfo(zone_name)
@@ -319,6 +357,10 @@ def _newsletter(r: _Reader, raw: Mapping[str, Any]) -> Newsletter:
     r.checked("newsletter.from", sender, _looks_like_address, 'an address like "Name <a@b.org>"')
     public_url = r.text("newsletter.public_url", raw, "public_url", "an http(s) URL")
     r.checked("newsletter.public_url", public_url, _is_http_url, "an http(s) URL")
+    archive_url = None
+    if "archive_url" in raw:
+        archive_url = r.text("newsletter.archive_url", raw, "archive_url", "an http(s) URL")
+        r.checked("newsletter.archive_url", archive_url, _is_http_url, "an http(s) URL")
     language = r.text("newsletter.language", raw, "language", 'a language code such as "en"')
     r.checked("newsletter.language", language, _is_language, 'a code such as "en" or "es"')
     return Newsletter(
@@ -328,6 +370,7 @@ def _newsletter(r: _Reader, raw: Mapping[str, Any]) -> Newsletter:
         sender=sender,
         public_url=public_url.rstrip("/"),
         address=r.text("newsletter.address", raw, "address", "the publication's postal address"),
+        archive_url=None if archive_url is None else archive_url.rstrip("/"),
     )
 
 
@@ -477,6 +520,70 @@ def _tracking(r: _Reader, raw: Mapping[str, Any]) -> TrackingSettings:
     r.keys("tracking", raw, allowed=set(keys))
     values = {k: r.text(f"tracking.{k}", raw, k) if k in raw else None for k in keys}
     return TrackingSettings(**values)
+
+
+def _send(r: _Reader, raw: Mapping[str, Any]) -> SendSettings:
+    d = SendSettings()
+    r.keys("send", raw, allowed=set(SendSettings.__dataclass_fields__))
+
+    def count(key: str, least: int) -> int | None:
+        if key not in raw:
+            return None
+        value = r.typed(f"send.{key}", raw, key, int, "a whole number")
+        return r.checked(f"send.{key}", value, lambda n: n >= least, f"at least {least}")
+
+    def seconds(key: str) -> float | None:
+        if key not in raw:
+            return None
+        value: float = r.typed(f"send.{key}", raw, key, (int, float), "a number")  # type: ignore[arg-type]
+        return r.checked(f"send.{key}", float(value), lambda v: v > 0, "a positive number")
+
+    concurrency, max_attempts = count("concurrency", 1), count("max_attempts", 1)
+    retry_delay, timeout = seconds("retry_delay"), seconds("timeout")
+    return SendSettings(
+        concurrency=d.concurrency if concurrency is None else concurrency,
+        rate=seconds("rate"),
+        per_hour=count("per_hour", 1),
+        per_day=count("per_day", 1),
+        max_attempts=d.max_attempts if max_attempts is None else max_attempts,
+        retry_delay=d.retry_delay if retry_delay is None else retry_delay,
+        timeout=d.timeout if timeout is None else timeout,
+        mark_bounced=r.optional(
+            "send.mark_bounced", raw, "mark_bounced", bool, "true or false", d.mark_bounced
+        ),
+    )
+
+
+def _schedule(r: _Reader, raw: Mapping[str, Any]) -> ScheduleSettings:
+    d = ScheduleSettings()
+    r.keys("schedule", raw, allowed={"every", "day", "time", "min_articles"})
+    every = r.optional("schedule.every", raw, "every", str, '"day", "week" or "month"', d.every)
+    if every not in ("day", "week", "month"):
+        raise r.error("schedule.every", f'expected "day", "week" or "month", got {every!r}')
+    day = d.day if every == "week" else 1
+    if "day" in raw and every == "week":
+        name = r.text("schedule.day", raw, "day", 'a weekday such as "saturday"').lower()
+        day = WEEKDAYS.index(r.checked("schedule.day", name, WEEKDAYS.__contains__, "a weekday"))
+    elif "day" in raw and every == "month":
+        number = r.typed("schedule.day", raw, "day", int, "a day of the month (1-28)")
+        day = r.checked("schedule.day", number, lambda n: 1 <= n <= 28, "a day from 1 to 28")
+    elif "day" in raw:
+        raise r.error("schedule.day", "a daily schedule has no day", hint="remove the key")
+    clock = r.optional("schedule.time", raw, "time", str, 'a time such as "08:00"', "08:00")
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", clock.strip())
+    if match is None:
+        raise r.error("schedule.time", f'expected a time such as "08:00", got {clock!r}')
+    min_articles = r.optional(
+        "schedule.min_articles", raw, "min_articles", int, "a whole number", d.min_articles
+    )
+    return ScheduleSettings(
+        every=cast(Every, every),
+        day=day,
+        time=time(int(match[1]), int(match[2])),
+        min_articles=r.checked(
+            "schedule.min_articles", min_articles, lambda n: n >= 0, "0 or more"
+        ),
+    )
 
 
 def _unique(r: _Reader, key: str, names: list[str]) -> None:

@@ -207,3 +207,46 @@ def test_email_tracking_and_subscriber_tables(tmp_path: Path) -> None:
     assert config.subscribers_path == tmp_path / "lists" / "readers.csv"
     missing = write(tmp_path, '[email]\nnote = "note.txt"\n' + MINIMAL)
     assert load_error(missing).startswith("digest.toml:2: email.note: no file at")
+
+
+def test_send_and_schedule_tables(tmp_path: Path) -> None:
+    """[send] sets the sender's pace and retries, [schedule] when `digest run` sends."""
+    extra = (
+        "[send]\nconcurrency = 8\nrate = 20\nper_day = 50000\nretry_delay = 0.5\n"
+        "mark_bounced = false\n"
+        '[schedule]\nevery = "week"\nday = "Friday"\ntime = "7:30"\nmin_articles = 3\n'
+    )
+    config = load_config(write(tmp_path, extra + MINIMAL), environ={})
+    assert (config.send.concurrency, config.send.rate, config.send.per_day) == (8, 20.0, 50000)
+    assert (config.send.per_hour, config.send.max_attempts, config.send.timeout) == (None, 5, 60.0)
+    assert (config.send.retry_delay, config.send.mark_bounced) == (0.5, False)
+    assert (config.schedule.every, config.schedule.day) == ("week", 4)
+    assert (config.schedule.time.hour, config.schedule.time.minute) == (7, 30)
+    assert config.schedule.min_articles == 3
+    monthly = load_config(
+        write(tmp_path, '[schedule]\nevery = "month"\nday = 15\n' + MINIMAL), environ={}
+    )
+    assert (monthly.schedule.every, monthly.schedule.day) == ("month", 15)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("[send]\nconcurrency = 0\n", "digest.toml:2: send.concurrency: expected at least 1"),
+        ('[send]\nrate = "fast"\n', "send.rate: expected a number, got a string"),
+        ("[send]\nretries = 3\n", "send.retries: unknown key"),
+        ('[schedule]\nevery = "fortnight"\n', 'schedule.every: expected "day", "week" or'),
+        ('[schedule]\nday = "someday"\n', "schedule.day: expected a weekday"),
+        ('[schedule]\nevery = "month"\nday = 31\n', "schedule.day: expected a day from 1 to 28"),
+        ('[schedule]\nevery = "day"\nday = "monday"\n', "a daily schedule has no day"),
+        ('[schedule]\ntime = "8am"\n', 'schedule.time: expected a time such as "08:00"'),
+        ('[newsletter]\narchive_url = "archive"\n', "newsletter.archive_url: expected an http"),
+    ],
+)
+def test_bad_send_and_schedule_values_are_refused(
+    tmp_path: Path, extra: str, expected: str
+) -> None:
+    """A mistake in [send] or [schedule] stops every command at load time, on one line."""
+    is_newsletter_key = extra.startswith("[newsletter]")
+    text = MINIMAL.replace("[newsletter]\n", extra) if is_newsletter_key else extra + MINIMAL
+    assert expected in load_error(write(tmp_path, text))

@@ -10,7 +10,14 @@ import pytest
 from click.testing import CliRunner
 
 from digest.cli import cli
-from digest.config import CollectSettings, EmailSettings, SelectionSettings, TrackingSettings
+from digest.config import (
+    CollectSettings,
+    EmailSettings,
+    ScheduleSettings,
+    SelectionSettings,
+    SendSettings,
+    TrackingSettings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -53,6 +60,8 @@ def test_every_command_has_help_and_a_readme_entry(path: tuple[str, ...]) -> Non
         ("selection", SelectionSettings.__dataclass_fields__),
         ("email", EmailSettings.__dataclass_fields__),
         ("tracking", TrackingSettings.__dataclass_fields__),
+        ("send", SendSettings.__dataclass_fields__),
+        ("schedule", ScheduleSettings.__dataclass_fields__),
     ],
 )
 def test_every_optional_setting_is_documented(table: str, keys: dict[str, object]) -> None:
