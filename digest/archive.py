@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from digest.errors import ArchiveError
-from digest.models import Article, FetchState, Image, Issue, Period
+from digest.models import Article, FetchState, Image, Issue, Period, Section
 from digest.store import SqliteFile
 
 # Schema version N is MIGRATIONS[N - 1]; add new scripts at the end, never edit old ones.
@@ -190,6 +190,34 @@ class Archive(SqliteFile):
                     for position, (article, section) in enumerate(placed)
                 ],
             )
+
+    def issue(self, issue_id: str) -> Issue | None:
+        """The recorded issue as it was selected: its period, featured story and sections."""
+        with self._reading("reading the issue") as db:
+            period = db.execute(
+                "SELECT period_start, period_end FROM issues WHERE id = ?", (issue_id,)
+            ).fetchone()
+            if period is None:
+                return None
+            placed = db.execute(
+                f"SELECT section, {_ARTICLE_COLUMNS} "
+                "FROM issue_articles JOIN articles ON articles.id = article_id "
+                "WHERE issue_id = ? ORDER BY position",
+                (issue_id,),
+            ).fetchall()
+        featured: Article | None = None
+        sections: dict[str, list[Article]] = {}
+        for row, article in zip(placed, _articles(row[1:] for row in placed), strict=True):
+            if row[0] is None:
+                featured = article
+            else:
+                sections.setdefault(row[0], []).append(article)
+        return Issue(
+            id=issue_id,
+            period=Period(datetime.fromisoformat(period[0]), datetime.fromisoformat(period[1])),
+            featured=featured,
+            sections=tuple(Section(name, tuple(articles)) for name, articles in sections.items()),
+        )
 
     def mark_sent(self, issue_id: str, *, sent_at: datetime) -> None:
         """Note that the issue went out, so its articles are no longer candidates."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -54,7 +54,7 @@ def archive(tmp_path: Path) -> Iterator[Archive]:
         yield opened
 
 
-def ids(articles: list[Article]) -> list[str]:
+def ids(articles: Iterable[Article]) -> list[str]:
     return [article.id for article in articles]
 
 
@@ -315,6 +315,23 @@ def test_recording_an_unsent_issue_again_replaces_its_articles(archive: Archive)
         "SELECT article_id, section, position FROM issue_articles ORDER BY position",
     )
     assert rows == [("c", None, 0), ("b", "News", 1), ("a", "Arts", 2)]
+
+
+def test_a_recorded_issue_reads_back_as_it_was_selected(archive: Archive) -> None:
+    """A resumed send and the issue history get the same featured story and sections, in order."""
+    a, b, c, d = story("a", hour=4), story("b", hour=3), story("c", hour=2), story("d", hour=1)
+    archive.upsert_articles([a, b, c, d], seen_at=NOW)
+    recorded = issue("w47", c, ("News", [b, d]), ("Arts", [a]))
+    archive.record_issue(recorded, created_at=NOW)
+    back = archive.issue("w47")
+    assert back is not None
+    assert back.period == recorded.period
+    assert back.featured is not None and back.featured.id == "c"
+    assert [(s.name, ids(s.articles)) for s in back.sections] == [
+        ("News", ["b", "d"]),
+        ("Arts", ["a"]),
+    ]
+    assert archive.issue("w48") is None
 
 
 def test_a_sent_issue_cannot_be_recorded_again(archive: Archive) -> None:
