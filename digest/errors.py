@@ -65,6 +65,10 @@ class SendError(DigestError):
     """Delivery cannot go on: the SMTP relay refuses our TLS, login or sender, or is gone."""
 
 
+class SendInProgress(DigestError):
+    """Another process is sending from the same ledger right now."""
+
+
 class PartialDelivery(DigestError):
     """A send ended with rows failed or `unknown`: some readers may not have their copy."""
 

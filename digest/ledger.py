@@ -20,8 +20,6 @@ from digest.errors import LedgerError
 from digest.models import email_key
 from digest.store import SqliteFile
 
-DEFAULT_LEDGER = ".digest/ledger.sqlite3"
-
 # Schema version N is MIGRATIONS[N - 1]; add new scripts at the end, never edit old ones.
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -220,6 +218,12 @@ class Ledger(SqliteFile):
             made_unknown=made_unknown,
             requeued=requeued,
         )
+
+    def frozen_at(self, issue_id: str) -> datetime | None:
+        """When the issue's send began, or None if it never did."""
+        with self._reading("reading issues") as db:
+            row = db.execute("SELECT frozen_at FROM issues WHERE id = ?", (issue_id,)).fetchone()
+        return None if row is None else _parse(row[0])
 
     def pending(self, issue_id: str) -> Iterator[Row]:
         """The issue's `pending` rows in address order, read a page at a time.

@@ -156,6 +156,7 @@ SIGNED_HEADERS = (
     "MIME-Version",
     "Content-Type",
 )
+TEST_PREFIX = "[TEST] "  # before the subject of a copy sent with `digest send --to`
 DKIM_VARS = ("DKIM_PRIVATE_KEY_FILE", "DKIM_SELECTOR", "DKIM_DOMAIN")
 
 
@@ -332,7 +333,9 @@ class Composer:
     `rendered` gives each variant rendered and inlined: a mapping (from the ledger, say), or a
     function called once per variant the first time a subscriber needs it, so premailer runs
     once per variant whatever the number of subscribers. `now` is the Date header. Each copy is
-    DKIM-signed when DKIM_PRIVATE_KEY_FILE, DKIM_SELECTOR and DKIM_DOMAIN are set.
+    DKIM-signed when DKIM_PRIVATE_KEY_FILE, DKIM_SELECTOR and DKIM_DOMAIN are set. A test copy
+    has "[TEST]" before its subject and a Message-ID of its own, so a mail client never takes
+    it for the reader's real copy of the issue.
     """
 
     def __init__(
@@ -342,8 +345,11 @@ class Composer:
         rendered: Mapping[Variant, Rendered] | Callable[[Variant], Rendered],
         *,
         now: datetime,
+        test_copy: bool = False,
     ) -> None:
         self.config, self.issue = config, issue
+        self._subject_prefix = TEST_PREFIX if test_copy else ""
+        self._id_seed = f"{issue.id}.test.{now:%Y%m%d%H%M%S}" if test_copy else issue.id
         self._rendered = rendered.__getitem__ if isinstance(rendered, Mapping) else rendered
         self._dkim = dkim_key(config)  # None unless DKIM_* are set
         if now.tzinfo is None:
@@ -413,7 +419,7 @@ class Composer:
             for html in (False, True)
         }
         to = mailbox(f"{subscriber.first_name} {subscriber.last_name}", address)
-        ident = _message_id(self.issue.id, subscriber.email, self._id_domain)
+        ident = _message_id(self._id_seed, subscriber.email, self._id_domain)
         own = (
             f"To: {to}\r\nMessage-ID: {ident}\r\n"
             f"List-Unsubscribe: <{unsubscribe}>,\r\n <{self._mailto}>\r\n".encode("ascii")
@@ -461,6 +467,7 @@ class Composer:
         subject = clean_text(rendered.subject)  # a feed's title can be in it
         if not subject:
             raise MessageError("the subject is empty", where="email.subject")
+        subject = self._subject_prefix + subject
         head = b"".join(
             [
                 _header("From", self._from),

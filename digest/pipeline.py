@@ -7,13 +7,16 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
+
+import filelock
 
 from digest import inline, ledger, message, render, selector, sender, sources, tokens
 from digest.archive import Archive, UpsertCounts
@@ -24,11 +27,12 @@ from digest.errors import (
     LedgerError,
     MessageError,
     SelectionError,
+    SendInProgress,
     SourceError,
     SubscriberFileError,
 )
 from digest.ledger import Ledger
-from digest.models import Issue, Subscriber, SubscriberStatus, email_key
+from digest.models import Article, Issue, Period, Subscriber, SubscriberStatus, email_key
 from digest.sources import SourceResult
 from digest.subscribers import SubscriberFile
 
@@ -98,17 +102,8 @@ def select(
     config: Config, request: PeriodRequest, *, now: datetime, feature_url: str | None = None
 ) -> Issue:
     """Choose this period's articles from the archive, section by section."""
-    zone = config.newsletter.timezone
     with Archive.open(config.archive_path) as archive:
-        period = selector.resolve_period(
-            since=request.since,
-            until=request.until,
-            days=request.days,
-            timezone=zone,
-            now=now,
-            last_sent_end=archive.last_sent_period_end(),
-            default_days=config.selection.days,
-        )
+        period = _period(config, request, archive, now=now)
         featured = None
         if feature_url is not None:
             featured = archive.article_by_url(feature_url)
@@ -118,12 +113,39 @@ def select(
                     where="--feature",
                     hint="run `digest collect` first, or copy the URL from the source's feed",
                 )
-        candidates = archive.candidates(period)
+        return _select(config, archive, period, _issue_id(config, period), featured=featured)
+
+
+def _period(config: Config, request: PeriodRequest, archive: Archive, *, now: datetime) -> Period:
+    return selector.resolve_period(
+        since=request.since,
+        until=request.until,
+        days=request.days,
+        timezone=config.newsletter.timezone,
+        now=now,
+        last_sent_end=archive.last_sent_period_end(),
+        default_days=config.selection.days,
+    )
+
+
+def _issue_id(config: Config, period: Period) -> str:
+    zone, fmt = config.newsletter.timezone, config.selection.issue_id_format
+    return selector.issue_id(period, timezone=zone, fmt=fmt)
+
+
+def _select(
+    config: Config,
+    archive: Archive,
+    period: Period,
+    issue_id: str,
+    *,
+    featured: Article | None = None,
+) -> Issue:
     return selector.select_issue(
-        candidates,
+        archive.candidates(period),
         config.sections,
         period,
-        issue_id=selector.issue_id(period, timezone=zone, fmt=config.selection.issue_id_format),
+        issue_id=issue_id,
         featured=featured,
         featured_category=config.selection.featured_category,
     )
@@ -289,12 +311,13 @@ LEDGER_FILE = "ledger.sqlite3"  # beside the archive
 class SendOptions:
     """How `digest send` delivers: the pool, the rate, and which rows to (re)send."""
 
-    concurrency: int = 4
-    rate: float | None = None  # messages per second across the pool; None: as fast as allowed
+    concurrency: int | None = None  # SMTP connections; None: [send] concurrency
+    rate: float | None = None  # messages per second across the pool; None: [send] rate
     retry_unknown: bool = False  # resend rows an earlier run left `unknown`
     include_new: bool = False  # add subscribers who joined after the issue was frozen
     limit: int | None = None  # send at most this many messages in this run
     dry_run: bool = False  # compose every copy, send nothing
+    issue_id: str | None = None  # resume this recorded issue rather than the period's
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,28 +329,82 @@ class SendOutcome:
     outbox: Path | None = None  # the Maildir the messages went to when SMTP_HOST is unset
     composed: int = 0  # dry run: copies composed
     sample: bytes | None = None  # dry run: the first copy, as it would be sent
+    complete: bool = False  # no copy of the issue is left pending
+
+
+@dataclass(frozen=True, slots=True)
+class SendProgress:
+    """How far a send has got, for a progress bar: `total` copies are this run's to deliver."""
+
+    issue_id: str
+    total: int
+    report: sender.SendReport
 
 
 def send_issue(
-    config: Config, request: PeriodRequest, options: SendOptions, *, now: datetime
+    config: Config,
+    request: PeriodRequest,
+    options: SendOptions,
+    *,
+    now: datetime,
+    progress: Callable[[SendProgress], None] | None = None,
 ) -> SendOutcome:
     """Deliver the period's issue to every subscribed reader once; safe to run again after a
-    crash (the ledger resumes it with the same content, only to those not yet sent)."""
-    issue = select(config, request, now=now)
-    file = SubscriberFile(config.subscribers_path)
+    crash (the ledger resumes it with the same content, only to those not yet sent).
+
+    One send at a time per ledger: a second raises SendInProgress.
+    """
     if options.dry_run:
-        return _dry_run(config, issue, file, now=now)
+        issue = issue_to_send(config, request, now=now, issue_id=options.issue_id)
+        return _dry_run(config, issue, SubscriberFile(config.subscribers_path), now=now)
     settings = sender.read_settings(config.env, root=config.root)
-    delivery = sender.DeliveryOptions(
-        envelope_from=parseaddr(config.newsletter.sender)[1],
-        concurrency=options.concurrency,
-        rate=options.rate,
-    )
+    with _send_lock(config):
+        issue = issue_to_send(config, request, now=now, issue_id=options.issue_id)
+        return _deliver_issue(config, issue, options, settings, now=now, progress=progress)
+
+
+def issue_to_send(
+    config: Config, request: PeriodRequest, *, now: datetime, issue_id: str | None = None
+) -> Issue:
+    """The issue as recorded when its send began, so a resume sends the same articles; else the
+    period's issue, freshly selected. `issue_id` names a recorded issue instead of a period."""
+    with Archive.open(config.archive_path) as archive:
+        if issue_id is not None:
+            recorded = archive.issue(issue_id)
+            if recorded is None:
+                raise SelectionError(
+                    f"no issue {issue_id} was recorded",
+                    where="--issue",
+                    hint="`digest issues` lists them; send a new issue with --since/--until",
+                )
+            return recorded
+        period = _period(config, request, archive, now=now)
+        issue_id = _issue_id(config, period)
+        with Ledger.open(_ledger_path(config)) as book:
+            frozen = book.frozen_at(issue_id) is not None
+        recorded = archive.issue(issue_id) if frozen else None
+        return recorded if recorded is not None else _select(config, archive, period, issue_id)
+
+
+def _deliver_issue(
+    config: Config,
+    issue: Issue,
+    options: SendOptions,
+    settings: sender.SmtpSettings | sender.Outbox,
+    *,
+    now: datetime,
+    progress: Callable[[SendProgress], None] | None,
+) -> SendOutcome:
+    file = SubscriberFile(config.subscribers_path)
     renderer = _Renderer(config, issue)
     composer = message.Composer(config, issue, renderer, now=now)
-    with Ledger.open(config.archive_path.parent / LEDGER_FILE) as book:
+    with Ledger.open(_ledger_path(config)) as book:
+        if book.frozen_at(issue.id) is None:
+            with Archive.open(config.archive_path) as archive:
+                archive.record_issue(issue, created_at=now)
         frozen = _freeze(book, composer, renderer, file, options, now=now)
         pending = {email_key(row.address) for row in book.pending(issue.id)}
+        total = len(pending) if options.limit is None else min(len(pending), options.limit)
         skipped: list[str] = []
         wanted = (
             s
@@ -344,11 +421,23 @@ def send_issue(
         try:
             report = asyncio.run(
                 sender.deliver(
-                    jobs, book, settings, delivery, issue_id=issue.id, on_bounce=bounced.append
+                    jobs,
+                    book,
+                    settings,
+                    _delivery_options(config, options),
+                    issue_id=issue.id,
+                    on_bounce=bounced.append if config.send.mark_bounced else None,
+                    on_progress=None
+                    if progress is None
+                    else lambda so_far: progress(SendProgress(issue.id, total, so_far)),
                 )
             )
         finally:
             file.set_statuses(bounced, SubscriberStatus.BOUNCED, at=now)
+        complete = book.counts(issue.id).pending == 0
+    if complete:
+        with Archive.open(config.archive_path) as archive:
+            archive.mark_sent(issue.id, sent_at=now)
     return SendOutcome(
         issue_id=issue.id,
         # Rows an interrupted run left `sending` are this run's unknowns: maybe delivered.
@@ -358,7 +447,85 @@ def send_issue(
             unknown=report.unknown + frozen.made_unknown,
         ),
         outbox=settings.path if isinstance(settings, sender.Outbox) else None,
+        complete=complete,
     )
+
+
+def send_test_copies(
+    config: Config,
+    request: PeriodRequest,
+    addresses: Sequence[str],
+    *,
+    now: datetime,
+    issue_id: str | None = None,
+) -> SendOutcome:
+    """A "[TEST]" copy of the issue to each address, as that subscriber (or a reader of every
+    section) would get it; nothing is recorded, so the real send is unaffected."""
+    issue = issue_to_send(config, request, now=now, issue_id=issue_id)
+    file = SubscriberFile(config.subscribers_path)
+    readers = [
+        replace(file.find(address) or Subscriber(address), status=SubscriberStatus.SUBSCRIBED)
+        for address in (address.strip() for address in addresses)
+    ]
+    recipients = [
+        ledger.Recipient(message.checked_address(r.email, where="--to"), r.first_name, "")
+        for r in readers
+    ]
+    composer = message.Composer(config, issue, _Renderer(config, issue), now=now, test_copy=True)
+    settings = sender.read_settings(config.env, root=config.root)
+    skipped: list[str] = []
+    with Ledger.open(Path(":memory:")) as scratch:  # the sender's bookkeeping, then dropped
+        scratch.freeze(issue.id, variants={}, recipients=recipients, at=now)
+        report = asyncio.run(
+            sender.deliver(
+                _jobs(composer.compose_all(readers), skipped),
+                scratch,
+                settings,
+                _delivery_options(config, SendOptions()),
+                issue_id=issue.id,
+            )
+        )
+    return SendOutcome(
+        issue_id=issue.id,
+        report=replace(report, skipped=report.skipped + len(skipped)),
+        outbox=settings.path if isinstance(settings, sender.Outbox) else None,
+    )
+
+
+def _delivery_options(config: Config, options: SendOptions) -> sender.DeliveryOptions:
+    pace = config.send
+    return sender.DeliveryOptions(
+        envelope_from=parseaddr(config.newsletter.sender)[1],
+        concurrency=pace.concurrency if options.concurrency is None else options.concurrency,
+        rate=pace.rate if options.rate is None else options.rate,
+        per_hour=pace.per_hour,
+        per_day=pace.per_day,
+        max_attempts=pace.max_attempts,
+        backoff=pace.retry_delay,
+        timeout=pace.timeout,
+    )
+
+
+def _ledger_path(config: Config) -> Path:
+    return config.archive_path.parent / LEDGER_FILE
+
+
+@contextmanager
+def _send_lock(config: Config) -> Iterator[None]:
+    """Held while an issue is delivered: two sends of one list would race on the ledger's rows.
+
+    An OS file lock, so a crashed or killed run never leaves it held."""
+    path = _ledger_path(config).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with filelock.FileLock(path, timeout=0):
+            yield
+    except filelock.Timeout as err:
+        raise SendInProgress(
+            "another send of this list is in progress",
+            where=str(path),
+            hint="let it finish; an interrupted send resumes when run again",
+        ) from err
 
 
 def _freeze(
@@ -373,7 +540,7 @@ def _freeze(
     """Freeze the issue with its rendered variants and readers, or resume the frozen one; from
     then on the renderer gives the ledger's variants."""
     issue_id = composer.issue.id
-    if not any(known.issue_id == issue_id for known in book.issues()):
+    if book.frozen_at(issue_id) is None:
         renderer.render_all({composer.variant_of(s) for s in _deliverable(composer, file)})
     frozen = book.freeze(
         issue_id,

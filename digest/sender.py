@@ -171,12 +171,14 @@ async def deliver(
     *,
     issue_id: str,
     on_bounce: Callable[[str], None] | None = None,
+    on_progress: Callable[[SendReport], None] | None = None,
 ) -> SendReport:
     """Deliver each job whose ledger row is pending, recording every outcome in the ledger.
 
-    Raises SendError (rows not yet delivered stay pending) when TLS or login fails.
+    `on_progress` gets the tallies so far after each outcome. Raises SendError (rows not yet
+    delivered stay pending) when TLS or login fails.
     """
-    run = _Run(ledger, options, issue_id, on_bounce)
+    run = _Run(ledger, options, issue_id, on_bounce, on_progress)
     if isinstance(settings, Outbox):
         _to_maildir(jobs, settings.path, run)
     else:
@@ -197,9 +199,10 @@ class _Run:
         options: DeliveryOptions,
         issue_id: str,
         on_bounce: Callable[[str], None] | None,
+        on_progress: Callable[[SendReport], None] | None,
     ) -> None:
         self.ledger, self.options, self.issue_id = ledger, options, issue_id
-        self.on_bounce = on_bounce
+        self.on_bounce, self.on_progress = on_bounce, on_progress
         self.sent = self.failed = self.unknown = self.skipped = self.retries = 0
         self.bounced: list[str] = []
         self.fatal: SendError | None = None
@@ -233,6 +236,8 @@ class _Run:
             self.bounced.append(job.address)
             if self.on_bounce is not None:
                 self.on_bounce(job.address)
+        if self.on_progress is not None:
+            self.on_progress(self.report())
 
     def report(self) -> SendReport:
         return SendReport(
