@@ -11,7 +11,7 @@ import contextlib
 import functools
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import click
+import rich.console
+import rich.progress
 
 from digest import pipeline, preview, project, selector, subscribers, tokens, web
 from digest.config import Config, load_config
@@ -314,25 +316,37 @@ def preview_issue(
 
 @cli.command()
 @period_options
+@click.option("--issue", "issue_id", metavar="ID", help="Resume a recorded issue by its id.")
 @click.option("--dry-run", is_flag=True, help="Compose every copy and print one; send nothing.")
+@click.option(
+    "--to",
+    "test_addresses",
+    multiple=True,
+    metavar="ADDR",
+    help="Send only a [TEST] copy to ADDR (repeatable); not recorded as the issue's send.",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Send at most N messages this run.")
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    help="SMTP connections at once.",
+    help="SMTP connections at once (default: [send] concurrency, 4).",
 )
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="At most R messages/s.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="At most R messages/s (default: [send] rate, none).",
+)
 @click.option("--retry-unknown", is_flag=True, help="Resend copies an earlier run left unknown.")
 @click.option("--include-new", is_flag=True, help="Also send to readers added since it began.")
 @click.pass_obj
 def send(
     app: App,
     request: pipeline.PeriodRequest,
+    issue_id: str | None,
     dry_run: bool,
+    test_addresses: tuple[str, ...],
     limit: int | None,
-    concurrency: int,
+    concurrency: int | None,
     rate: float | None,
     retry_unknown: bool,
     include_new: bool,
@@ -345,9 +359,16 @@ def send(
     when some copies failed or their fate is unknown.
 
     \b
+      digest send --since 2026-11-16 --until 2026-11-22 --to editor@example.org
       digest send --since 2026-11-16 --until 2026-11-22 --dry-run
       digest send --since 2026-11-16 --until 2026-11-22
     """
+    if test_addresses:
+        outcome = pipeline.send_test_copies(
+            app.config, request, test_addresses, now=app.now, issue_id=issue_id
+        )
+        show_send_outcome(app, outcome, what="test copies")
+        return
     options = pipeline.SendOptions(
         concurrency=concurrency,
         rate=rate,
@@ -355,8 +376,10 @@ def send(
         include_new=include_new,
         limit=limit,
         dry_run=dry_run,
+        issue_id=issue_id,
     )
-    outcome = pipeline.send_issue(app.config, request, options, now=app.now)
+    with send_progress(app) as progress:
+        outcome = pipeline.send_issue(app.config, request, options, now=app.now, progress=progress)
     report = outcome.report
     if dry_run:
         if outcome.sample is not None:
@@ -366,18 +389,105 @@ def send(
             "nothing sent"
         )
         return
+    show_send_outcome(app, outcome)
+
+
+def show_send_outcome(app: App, outcome: pipeline.SendOutcome, *, what: str = "") -> None:
+    """The final summary line; exit 3 when some copies failed or may not have arrived."""
+    report = outcome.report
     if outcome.outbox is not None:
         app.info(f"SMTP_HOST is unset: messages went to the Maildir {outcome.outbox}")
     click.echo(
-        f"{outcome.issue_id}: {report.sent} sent, {report.failed} failed, "
-        f"{report.unknown} unknown, {report.skipped} skipped in {report.elapsed:.1f}s "
-        f"({report.per_second:.1f} messages/s)"
+        f"{outcome.issue_id}{': ' + what if what else ''}: {report.sent} sent, "
+        f"{report.failed} failed, {report.unknown} unknown, {report.skipped} skipped "
+        f"in {report.elapsed:.1f}s ({report.per_second:.1f} messages/s)"
     )
     if report.failed or report.unknown:
         raise PartialDelivery(
             f"{report.failed} failed, {report.unknown} unknown",
-            hint="failed readers bounced or were refused; --retry-unknown resends unknown copies",
+            hint="`digest issues show "
+            f"{outcome.issue_id}` lists them; --retry-unknown resends unknown copies",
         )
+
+
+LOG_EVERY = 1000  # messages between progress lines when stderr is not a terminal
+
+
+@contextlib.contextmanager
+def send_progress(app: App) -> Iterator[Callable[[pipeline.SendProgress], None] | None]:
+    """A progress bar on a terminal; otherwise (cron, a pipe) a line per 1,000 messages, the
+    final summary being the last word."""
+    if app.quiet:
+        yield None
+        return
+    if not sys.stderr.isatty():
+        logged = 0
+
+        def log(progress: pipeline.SendProgress) -> None:
+            nonlocal logged
+            report = progress.report
+            done = report.sent + report.failed + report.unknown
+            if done // LOG_EVERY > logged // LOG_EVERY:
+                click.echo(
+                    f"{progress.issue_id}: {done:,}/{progress.total:,} done, {report.sent:,} "
+                    f"sent, {report.failed:,} failed, {report.unknown:,} unknown, "
+                    f"{report.per_second:.0f} messages/s",
+                    err=True,
+                )
+            logged = done
+
+        yield log
+        return
+    bar = rich.progress.Progress(
+        rich.progress.TextColumn("{task.description}"),
+        rich.progress.BarColumn(),
+        rich.progress.MofNCompleteColumn(),
+        rich.progress.TextColumn("{task.fields[tally]}"),
+        rich.progress.TimeRemainingColumn(),
+        console=rich.console.Console(stderr=True),
+    )
+    task: rich.progress.TaskID | None = None
+
+    def show(progress: pipeline.SendProgress) -> None:
+        nonlocal task
+        report = progress.report
+        if task is None:
+            task = bar.add_task(progress.issue_id, total=progress.total, tally="")
+        bar.update(
+            task,
+            completed=report.sent + report.failed + report.unknown,
+            tally=f"{report.sent:,} sent · {report.failed:,} failed · {report.per_second:.0f}/s",
+        )
+
+    with bar:
+        yield show
+
+
+@cli.command(name="doctor")
+@click.pass_obj
+def check_setup(app: App) -> None:
+    """Check the setup before a send: one line per item, OK, WARN or FAIL, with what to do.
+
+    Checks the config, that every source is reachable and readable, that the templates render,
+    the subscriber list, the SMTP relay (EHLO, STARTTLS, login, then QUIT: nothing is sent),
+    the DKIM key, its domain and its DNS record, DIGEST_SECRET, and that unsubscribe links are
+    https. Writes nothing. Exits 1 if any check failed.
+
+    \b
+      digest doctor
+    """
+    try:
+        checks = doctor.examine(app.config, now=app.now)
+    except DigestError as err:  # the config: every other check needs it
+        checks = iter([doctor.failed("config", err)])
+    failures = total = 0
+    for check in checks:
+        click.echo(f"{check.status.upper():<5} {check.name}: {check.message}")
+        if check.hint:
+            click.echo(f"      → {check.hint}")
+        failures, total = failures + (check.status == "fail"), total + 1
+    if failures:
+        raise DigestError(f"{failures} of {total} checks failed")
 
 
 # -- digest subscribers ... -----------------------------------------------------------------------

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import mailbox
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -11,10 +14,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import filelock
 import pytest
 from click.testing import CliRunner, Result
-from smtp_server import SlowData, SmtpRecorder, running
+from smtp_server import DROP_AFTER_DATA, SlowData, SmtpRecorder, running
 
+from digest.archive import Archive
 from digest.cli import cli
 from digest.config import load_config
 from digest.ledger import Ledger
@@ -177,3 +182,139 @@ def test_readers_added_after_the_freeze_get_the_issue_only_with_include_new(
     assert included.exit_code == 0, included.output
     assert "1 sent, 0 failed" in included.stdout
     assert smtp.copies() == {address: 1 for address in {*SUBSCRIBED, "new.reader@example.org"}}
+
+
+def ledger_counts(config: Path, issue_id: str = "2026-W47") -> tuple[int, int, int, int]:
+    """The issue's (sent, failed, unknown, pending) rows."""
+    with Ledger.open(load_config(config).archive_path.parent / LEDGER_FILE) as book:
+        counts = book.counts(issue_id)
+    return counts.sent, counts.failed, counts.unknown, counts.pending
+
+
+def test_a_complete_send_records_the_issue_as_sent_in_the_archive(
+    project: Path, smtp: SmtpRecorder
+) -> None:
+    """Once no copy is pending the issue is sent: its articles are not offered again (those
+    the sections had no room for still are), and the next period starts where it ended."""
+    assert run(project, "send", *WEEK, "--limit", "2", env=smtp_env(smtp)).exit_code == 0
+    with Archive.open(load_config(project).archive_path) as archive:
+        assert archive.last_sent_period_end() is None  # one copy still pending
+    assert run(project, "send", *WEEK, env=smtp_env(smtp)).exit_code == 0
+    with Archive.open(load_config(project).archive_path) as archive:
+        issue = archive.issue("2026-W47")
+        assert issue is not None and issue.articles
+        assert archive.last_sent_period_end() == issue.period.end
+        offered = {article.id for article in archive.candidates(issue.period)}
+        assert offered and not offered & {article.id for article in issue.articles}
+
+
+def test_retry_unknown_resends_only_the_copies_whose_fate_was_unknown(
+    project: Path, smtp: SmtpRecorder
+) -> None:
+    """A connection lost after the data leaves that copy unknown (exit 3), never resent by a
+    plain rerun; --retry-unknown sends it again and nobody else."""
+    smtp.plan("bo.li@example.net", DROP_AFTER_DATA)
+    first = run(project, "send", *WEEK, env=smtp_env(smtp))
+    assert first.exit_code == 3, first.output
+    assert "2 sent, 0 failed, 1 unknown" in first.stdout
+    assert "--retry-unknown" in first.stderr
+    again = run(project, "send", *WEEK, env=smtp_env(smtp))
+    assert "0 sent, 0 failed, 0 unknown" in again.stdout
+    retried = run(project, "send", *WEEK, "--retry-unknown", env=smtp_env(smtp))
+    assert retried.exit_code == 0, retried.output
+    assert "1 sent, 0 failed, 0 unknown" in retried.stdout
+    # The server kept the first copy before hanging up: the reader may now have two.
+    assert smtp.copies() == {"ana.perez@example.org": 1, "bo.li@example.net": 2,
+                             "cy.okoro@example.com": 1}  # fmt: skip
+    assert ledger_counts(project) == (3, 0, 0, 0)
+
+
+def test_to_sends_marked_test_copies_and_records_nothing(project: Path, smtp: SmtpRecorder) -> None:
+    """--to mails a [TEST] copy to each address (a subscriber's as they would get it), with
+    Message-IDs of their own; the issue's real send afterwards still reaches everyone."""
+    result = run(
+        project, "send", *WEEK, "--to", "editor@example.org", "--to", "ana.perez@example.org",
+        env=smtp_env(smtp),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "2026-W47: test copies: 2 sent" in result.stdout
+    assert smtp.copies() == {"editor@example.org": 1, "ana.perez@example.org": 1}
+    tests = list(smtp.messages)
+    assert all(b"\r\nSubject: [TEST] The Harbor Dispatch Weekly" in m.data for m in tests)
+    to_ana = next(m.data for m in tests if "ana.perez@example.org" in m.recipients)
+    text = email.message_from_bytes(to_ana, policy=email.policy.default).get_body(("plain",))
+    assert text is not None and "Hola, Ana" in text.get_content()  # her language, her name
+    with Ledger.open(load_config(project).archive_path.parent / LEDGER_FILE) as book:
+        assert book.frozen_at("2026-W47") is None
+    real = run(project, "send", *WEEK, env=smtp_env(smtp))
+    assert "3 sent" in real.stdout
+    ids = [m.data.split(b"\r\nMessage-ID: ")[1].split(b"\r\n")[0] for m in smtp.messages]
+    assert len(set(ids)) == len(ids) == 5
+    bad = run(project, "send", *WEEK, "--to", "not an address", env=smtp_env(smtp))
+    assert bad.exit_code == 1 and bad.stderr.startswith("error: --to:")
+
+
+def test_issue_option_resumes_a_recorded_issue_and_names_an_unknown_one(
+    project: Path, smtp: SmtpRecorder
+) -> None:
+    """--issue ID finishes the send of a recorded issue without naming its period again."""
+    assert run(project, "send", *WEEK, "--limit", "1", env=smtp_env(smtp)).exit_code == 0
+    rest = run(project, "send", "--issue", "2026-W47", env=smtp_env(smtp))
+    assert rest.exit_code == 0, rest.output
+    assert "2026-W47: 2 sent, 0 failed" in rest.stdout
+    assert smtp.copies() == {address: 1 for address in SUBSCRIBED}
+    unknown = run(project, "send", "--issue", "2099-W01", env=smtp_env(smtp))
+    assert unknown.exit_code == 1
+    assert unknown.stderr.startswith("error: --issue: no issue 2099-W01 was recorded")
+
+
+def test_a_second_send_while_one_is_running_is_refused(project: Path, smtp: SmtpRecorder) -> None:
+    """Two sends of one list at once would race on the ledger; the second stops, sending none."""
+    lock = (load_config(project).archive_path.parent / LEDGER_FILE).with_suffix(".lock")
+    with filelock.FileLock(lock):
+        refused = run(project, "send", *WEEK, env=smtp_env(smtp))
+    assert refused.exit_code == 1
+    assert "another send of this list is in progress" in refused.stderr
+    assert smtp.copies() == {}
+
+
+def test_without_a_terminal_progress_is_a_line_per_thousand_messages(project: Path) -> None:
+    """Under cron or in a pipe: a line on stderr every 1,000 copies, then the summary."""
+    readers = project.parent / "subscribers.csv"
+    with readers.open("a", encoding="utf-8") as file:
+        file.writelines(f"reader{n}@example.org,,,subscribed,,,,,\n" for n in range(1000))
+    result = run(project, "send", *WEEK, env={"DIGEST_SECRET": SECRET, "SMTP_HOST": None})
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "2026-W47: 1,000/1,003 done, 1,000 sent, 0 failed, 0 unknown, "
+        + result.stderr.split("unknown, ")[1].split("\n")[0]
+    ]
+    assert "1003 sent, 0 failed, 0 unknown" in result.stdout
+
+
+def test_on_a_terminal_progress_is_a_bar(project: Path) -> None:
+    """Run in a pseudo-terminal, the send draws a progress bar with its tallies."""
+    env = {**os.environ, "DIGEST_SECRET": SECRET, "COLUMNS": "120"}
+    env.pop("SMTP_HOST", None)
+    terminal, child_end = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digest", "--config", str(project), "send", *WEEK],
+        stdin=child_end,
+        stdout=child_end,
+        stderr=child_end,
+        env=env,
+    )
+    os.close(child_end)
+    output = bytearray()
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        output.extend(chunk)
+    os.close(terminal)
+    assert process.wait(timeout=60) == 0
+    shown = output.decode("utf-8", "replace")
+    assert "━" in shown and "3/3" in shown and "3 sent · 0 failed" in shown
