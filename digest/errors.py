@@ -73,3 +73,7 @@ class PartialDelivery(DigestError):
     """A send ended with rows failed or `unknown`: some readers may not have their copy."""
 
     exit_code = 3
+
+
+class ScheduleError(DigestError):
+    """The crontab cannot be read or written, or the schedule cannot be written as a cron line."""
