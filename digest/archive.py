@@ -242,6 +242,37 @@ class Archive(SqliteFile):
             ).fetchone()
         return None if end is None else datetime.fromisoformat(end)
 
+    def issue_records(self) -> list[RecordedIssue]:
+        """Every recorded issue with its article count, newest period first: the issue list."""
+        with self._reading("listing issues") as db:
+            rows = db.execute(
+                "SELECT id, period_start, period_end, created_at, sent_at, "
+                "(SELECT count(*) FROM issue_articles WHERE issue_id = issues.id) "
+                "FROM issues ORDER BY period_end DESC, id DESC"
+            ).fetchall()
+        parse = datetime.fromisoformat
+        return [
+            RecordedIssue(
+                id=id_,
+                period=Period(parse(start), parse(end)),
+                created_at=parse(created),
+                sent_at=None if sent is None else parse(sent),
+                articles=count,
+            )
+            for id_, start, end, created, sent, count in rows
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedIssue:
+    """One row of the issues table: what `digest issues` lists beside the ledger's counts."""
+
+    id: str
+    period: Period
+    created_at: datetime
+    sent_at: datetime | None  # None while copies of it are still pending
+    articles: int  # featured story included
+
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()

@@ -343,6 +343,25 @@ class Ledger(SqliteFile):
             ).fetchall()
         return [IssueSummary(i, _parse(at), self.counts(i)) for i, at in listed]
 
+    def variant(self, issue_id: str, key: str) -> bytes | None:
+        """One variant as frozen with the issue, or None if its send never needed it."""
+        with self._reading("reading a variant") as db:
+            row = db.execute(
+                "SELECT content FROM variants WHERE issue_id = ? AND key = ?", (issue_id, key)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def rows(self, issue_id: str, *states: RowState) -> list[Row]:
+        """The issue's rows in these states, in address order: e.g. its failures, to report."""
+        marks = ", ".join("?" * len(states))
+        with self._reading("reading rows") as db:
+            found = db.execute(
+                f"SELECT {_ROW_COLUMNS} FROM deliveries "
+                f"WHERE issue_id = ? AND state IN ({marks}) ORDER BY key",
+                (issue_id, *(state.value for state in states)),
+            ).fetchall()
+        return [_row(raw) for raw in found]
+
 
 def _row(raw: tuple[Any, ...]) -> Row:
     (issue_id, address, name, variant, state, attempts, message_id, code, text, queued, sending,

@@ -676,3 +676,14 @@ def _load(content: bytes) -> render.Rendered:
             f"a frozen variant cannot be read: {err}",
             hint="the ledger was written by another version of digest",
         ) from err
+
+
+def web_copy(config: Config, issue: Issue) -> render.Rendered:
+    """The issue's default variant (every section, the newsletter's language) as it was frozen
+    for the send, so a web page shows what was mailed; rendered now if no reader had it."""
+    variant = render.variant_for(config)
+    with Ledger.open(_ledger_path(config)) as book:
+        frozen = book.variant(issue.id, _variant_key(variant))
+    if frozen is not None:
+        return _load(frozen)
+    return render_issue(config, issue, variant, note=read_note(config.email.note))

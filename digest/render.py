@@ -37,7 +37,7 @@ from babel.support import NullTranslations, Translations
 
 from digest.config import Config, TrackingSettings
 from digest.errors import ConfigError, TemplateError
-from digest.models import Article, Issue
+from digest.models import Article, Issue, Period
 from digest.project import data_dir
 
 TEXT_WIDTH = 78  # the plain-text twin's lines, as RFC 5322 recommends
@@ -278,11 +278,10 @@ def render_variant(
     facts = {
         "id": issue.id,
         "date": format_date(last_day, "long", locale=locale),
-        "period": format_interval(
-            issue.period.start.astimezone(zone).date(), last_day.date(), "yMMMMd", locale=locale
-        ),
+        "period": period_text(issue.period, zone, variant.language),
         "article_count": len(shown),
         "featured_title": issue.featured.title if issue.featured else "",
+        "web_url": web_url(config, issue.id),
     }
     newsletter = {
         "name": config.newsletter.name,
@@ -313,6 +312,24 @@ def render_variant(
         # The greeting changes shape without a name, so it is filled whole, per reader.
         greetings=(gettext("Hi %(name)s,"), gettext("Hi there,")),
     )
+
+
+def period_text(period: Period, zone: ZoneInfo, language: str) -> str:
+    """The period as the email's dateline shows it: "Nov 16 – 22, 2026", in the language."""
+    last_day = (period.end - timedelta(microseconds=1)).astimezone(zone)
+    start = period.start.astimezone(zone).date()
+    return format_interval(start, last_day.date(), "yMMMMd", locale=_locale(language))
+
+
+def web_page(issue_id: str) -> str:
+    """The file `digest archive` writes an issue's page to: its name under archive_url too."""
+    return f"{issue_id}.html"
+
+
+def web_url(config: Config, issue_id: str) -> str:
+    """Where the issue's "view in browser" page is hosted; "" without [newsletter] archive_url."""
+    base = config.newsletter.archive_url
+    return "" if base is None else f"{base}/{quote(web_page(issue_id), safe='')}"
 
 
 def tracked(url: str, tracking: TrackingSettings, issue_id: str) -> str:

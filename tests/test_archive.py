@@ -398,3 +398,22 @@ def test_a_story_in_two_sources_stays_with_the_first(archive: Archive) -> None:
     again = archive.upsert_articles([story("a", source="Category feed")], seen_at=NOW)
     assert again == UpsertCounts(unchanged=1)
     assert archive.candidates(WEEK)[0].source == "Riverside Gazette"
+
+
+def test_issue_records_list_each_issue_newest_first_with_its_article_count(
+    archive: Archive,
+) -> None:
+    """Each recorded issue comes back with its period, times and articles (featured included)."""
+    archive.upsert_articles([story("a"), story("b"), story("c", hour=200)], seen_at=NOW)
+    archive.record_issue(issue("W47", story("a"), ("News", [story("b")])), created_at=NOW)
+    archive.mark_sent("W47", sent_at=NOW + timedelta(hours=1))
+    later = dataclasses.replace(
+        issue("W48", None, ("News", [story("c", hour=200)])),
+        period=Period(WEEK.end, WEEK.end + timedelta(days=7)),
+    )
+    archive.record_issue(later, created_at=NOW + timedelta(days=7))
+    records = archive.issue_records()
+    assert [(r.id, r.articles) for r in records] == [("W48", 1), ("W47", 2)]
+    assert records[1].period == WEEK and records[1].created_at == NOW
+    assert records[1].sent_at == NOW + timedelta(hours=1)
+    assert records[0].sent_at is None

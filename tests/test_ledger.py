@@ -196,3 +196,27 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(LedgerError, match="newer"):
         Ledger.open(path)
+
+
+def test_a_frozen_variant_reads_back_by_key_and_a_missing_one_is_none(ledger: Ledger) -> None:
+    """The variants frozen with an issue can be read one at a time, without freezing anything."""
+    ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=AT)
+    assert ledger.variant(ISSUE, "news.es") == VARIANTS["news.es"]
+    assert ledger.variant(ISSUE, "sports.en") is None
+    assert ledger.variant("2024-W20", "all.en") is None
+
+
+def test_rows_in_given_states_come_back_in_address_order(ledger: Ledger) -> None:
+    """Asking for failed and unknown rows gives those, with their replies, and no others."""
+    ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=AT)
+    send(ledger, "ana@example.org")
+    for address in ("cy@example.org", "bo@example.org"):
+        assert ledger.mark_sending(ISSUE, address, message_id=None, at=AT)
+    ledger.mark_failed(ISSUE, "cy@example.org", code=550, text="5.1.1 no such user", at=AT)
+    ledger.mark_unknown(ISSUE, "bo@example.org", code=None, text="connection lost", at=AT)
+    problems = ledger.rows(ISSUE, RowState.FAILED, RowState.UNKNOWN)
+    assert [(r.address, r.state, r.reply_code) for r in problems] == [
+        ("bo@example.org", RowState.UNKNOWN, None),
+        ("cy@example.org", RowState.FAILED, 550),
+    ]
+    assert [r.address for r in ledger.rows(ISSUE, RowState.SENT)] == ["ana@example.org"]
