@@ -57,6 +57,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX issue_articles_article ON issue_articles (article_id);
     """,
+    """
+    CREATE TABLE skipped_periods (
+        period_end TEXT PRIMARY KEY,
+        period_start TEXT NOT NULL,
+        issue_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        decided_at TEXT NOT NULL
+    );
+    """,
 )
 
 _SEPARATOR = "\x1f"  # ASCII unit separator: never part of a name
@@ -241,6 +250,34 @@ class Archive(SqliteFile):
                 "SELECT MAX(period_end) FROM issues WHERE sent_at IS NOT NULL"
             ).fetchone()
         return None if end is None else datetime.fromisoformat(end)
+
+    def skip_period(self, issue_id: str, period: Period, *, reason: str, at: datetime) -> None:
+        """Remember that the scheduled period ending then was skipped, so later runs before the
+        next due time neither collect again nor send it late; its articles wait."""
+        with self._transaction("recording a skipped period") as db:
+            db.execute(
+                "INSERT INTO skipped_periods (period_end, period_start, issue_id, reason, "
+                "decided_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (period_end) DO NOTHING",
+                (_iso(period.end), _iso(period.start), issue_id, reason, _iso(at)),
+            )
+
+    def skip_reason(self, period_end: datetime) -> str | None:
+        """Why the scheduled period ending at `period_end` was skipped, if it was."""
+        with self._reading("reading skipped periods") as db:
+            row = db.execute(
+                "SELECT reason FROM skipped_periods WHERE period_end = ?", (_iso(period_end),)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def unsent_since(self) -> datetime | None:
+        """Where the next scheduled issue starts: the end of the last sent issue, else the start
+        of the first skipped period (its articles waited), else None."""
+        sent = self.last_sent_period_end()
+        if sent is not None:
+            return sent
+        with self._reading("reading skipped periods") as db:
+            (start,) = db.execute("SELECT MIN(period_start) FROM skipped_periods").fetchone()
+        return None if start is None else datetime.fromisoformat(start)
 
     def issue_records(self) -> list[RecordedIssue]:
         """Every recorded issue with its article count, newest period first: the issue list."""

@@ -225,6 +225,16 @@ class Ledger(SqliteFile):
             row = db.execute("SELECT frozen_at FROM issues WHERE id = ?", (issue_id,)).fetchone()
         return None if row is None else _parse(row[0])
 
+    def is_pending(self, issue_id: str, address: str) -> bool:
+        """Whether the address's copy still waits: a point query, so a send of a million
+        readers needs no million-address set in memory."""
+        with self._reading("reading a row") as db:
+            row = db.execute(
+                "SELECT 1 FROM deliveries WHERE issue_id = ? AND key = ? AND state = 'pending'",
+                (issue_id, email_key(address)),
+            ).fetchone()
+        return row is not None
+
     def pending(self, issue_id: str) -> Iterator[Row]:
         """The issue's `pending` rows in address order, read a page at a time.
 

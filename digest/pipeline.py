@@ -15,10 +15,11 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
+from typing import Literal
 
 import filelock
 
-from digest import inline, ledger, message, render, selector, sender, sources, tokens
+from digest import inline, ledger, message, render, schedule, selector, sender, sources, tokens
 from digest.archive import Archive, UpsertCounts
 from digest.config import Config
 from digest.errors import (
@@ -32,7 +33,7 @@ from digest.errors import (
     SubscriberFileError,
 )
 from digest.ledger import Ledger
-from digest.models import Article, Issue, Period, Subscriber, SubscriberStatus, email_key
+from digest.models import Article, Issue, Period, Subscriber, SubscriberStatus
 from digest.sources import SourceResult
 from digest.subscribers import SubscriberFile
 
@@ -68,6 +69,7 @@ class PeriodRequest:
     since: date | None = None
     until: date | None = None
     days: int | None = None
+    period: Period | None = None  # an exact period, as `digest run`'s schedule gives it
 
 
 def collect(config: Config, *, now: datetime) -> CollectReport:
@@ -101,9 +103,23 @@ def collect(config: Config, *, now: datetime) -> CollectReport:
 def select(
     config: Config, request: PeriodRequest, *, now: datetime, feature_url: str | None = None
 ) -> Issue:
-    """Choose this period's articles from the archive, section by section."""
+    """Choose this period's articles from the archive, section by section; once the period's
+    send has begun, its issue is the one recorded then, so build and preview show what went
+    out and a resumed send sends the same articles."""
     with Archive.open(config.archive_path) as archive:
         period = _period(config, request, archive, now=now)
+        issue_id = _issue_id(config, period)
+        with Ledger.open(_ledger_path(config)) as book:
+            frozen = book.frozen_at(issue_id) is not None
+        recorded = archive.issue(issue_id) if frozen else None
+        if recorded is not None:
+            if feature_url is not None:
+                raise SelectionError(
+                    f"issue {issue_id} was sent (or its send began): its articles cannot change",
+                    where="--feature",
+                    hint="feature the article in the next issue",
+                )
+            return recorded
         featured = None
         if feature_url is not None:
             featured = archive.article_by_url(feature_url)
@@ -113,10 +129,12 @@ def select(
                     where="--feature",
                     hint="run `digest collect` first, or copy the URL from the source's feed",
                 )
-        return _select(config, archive, period, _issue_id(config, period), featured=featured)
+        return _select(config, archive, period, issue_id, featured=featured)
 
 
 def _period(config: Config, request: PeriodRequest, archive: Archive, *, now: datetime) -> Period:
+    if request.period is not None:
+        return request.period
     return selector.resolve_period(
         since=request.since,
         until=request.until,
@@ -366,24 +384,18 @@ def send_issue(
 def issue_to_send(
     config: Config, request: PeriodRequest, *, now: datetime, issue_id: str | None = None
 ) -> Issue:
-    """The issue as recorded when its send began, so a resume sends the same articles; else the
-    period's issue, freshly selected. `issue_id` names a recorded issue instead of a period."""
+    """The period's issue (see `select`), or the recorded issue `issue_id` names."""
+    if issue_id is None:
+        return select(config, request, now=now)
     with Archive.open(config.archive_path) as archive:
-        if issue_id is not None:
-            recorded = archive.issue(issue_id)
-            if recorded is None:
-                raise SelectionError(
-                    f"no issue {issue_id} was recorded",
-                    where="--issue",
-                    hint="`digest issues` lists them; send a new issue with --since/--until",
-                )
-            return recorded
-        period = _period(config, request, archive, now=now)
-        issue_id = _issue_id(config, period)
-        with Ledger.open(_ledger_path(config)) as book:
-            frozen = book.frozen_at(issue_id) is not None
-        recorded = archive.issue(issue_id) if frozen else None
-        return recorded if recorded is not None else _select(config, archive, period, issue_id)
+        recorded = archive.issue(issue_id)
+    if recorded is None:
+        raise SelectionError(
+            f"no issue {issue_id} was recorded",
+            where="--issue",
+            hint="`digest issues` lists them; send a new issue with --since/--until",
+        )
+    return recorded
 
 
 def _deliver_issue(
@@ -403,8 +415,8 @@ def _deliver_issue(
             with Archive.open(config.archive_path) as archive:
                 archive.record_issue(issue, created_at=now)
         frozen = _freeze(book, composer, renderer, file, options, now=now)
-        pending = {email_key(row.address) for row in book.pending(issue.id)}
-        total = len(pending) if options.limit is None else min(len(pending), options.limit)
+        pending = book.counts(issue.id).pending
+        total = pending if options.limit is None else min(pending, options.limit)
         skipped: list[str] = []
         wanted = (
             s
@@ -412,7 +424,7 @@ def _deliver_issue(
             if s.receives_mail
             and (
                 (address := _address(composer, s)) is None
-                or email_key(address) in pending
+                or book.is_pending(issue.id, address)
                 or composer.skip_reason(s) is not None
             )
         )
@@ -526,6 +538,96 @@ def _send_lock(config: Config) -> Iterator[None]:
             where=str(path),
             hint="let it finish; an interrupted send resumes when run again",
         ) from err
+
+
+RunStatus = Literal["sent", "already sent", "in progress", "too few articles"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """What one scheduled run did; every status but a failed send is a normal outcome."""
+
+    status: RunStatus
+    reason: str  # one line for the log: why it sent, or why not
+    issue_id: str | None = None
+    collected: CollectReport | None = None
+    sends: tuple[SendOutcome, ...] = ()  # an interrupted issue resumed first, then the period's
+
+
+def run_scheduled(
+    config: Config, *, now: datetime, progress: Callable[[SendProgress], None] | None = None
+) -> RunOutcome:
+    """Send what the schedule says is due, once, whenever and however often cron starts it.
+
+    An interrupted send is finished first; then the current period's issue is collected,
+    selected and sent, unless it was sent already or has fewer than min_articles articles.
+    A run that finds another one (or a `digest send`) in progress does nothing.
+    """
+    path = _ledger_path(config).with_name(RUN_LOCK)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with filelock.FileLock(path, timeout=0):
+            return _run(config, now=now, progress=progress)
+    except (filelock.Timeout, SendInProgress):
+        return RunOutcome("in progress", "another run is in progress")
+
+
+RUN_LOCK = "run.lock"  # beside the ledger; held for a whole `digest run`
+
+
+def _run(
+    config: Config, *, now: datetime, progress: Callable[[SendProgress], None] | None
+) -> RunOutcome:
+    settings = sender.read_settings(config.env, root=config.root)
+    with Ledger.open(_ledger_path(config)) as book:
+        unfinished = [known.issue_id for known in book.issues() if known.counts.pending]
+    with _send_lock(config):
+        resumed = tuple(
+            _deliver_issue(
+                config,
+                issue_to_send(config, PeriodRequest(), now=now, issue_id=issue_id),
+                SendOptions(),
+                settings,
+                now=now,
+                progress=progress,
+            )
+            for issue_id in unfinished
+        )
+        with Archive.open(config.archive_path) as archive:
+            since = archive.unsent_since()
+        period = schedule.scheduled_period(
+            config.schedule, timezone=config.newsletter.timezone, now=now, last_sent_end=since
+        )
+        if period is None:
+            status: RunStatus = "sent" if resumed else "already sent"
+            ids = ", ".join(outcome.issue_id for outcome in resumed)
+            reason = f"resumed {ids}" if resumed else "the current period's issue was sent"
+            return RunOutcome(status, reason, sends=resumed)
+        with Archive.open(config.archive_path) as archive:
+            skipped = archive.skip_reason(period.end)
+        if skipped is not None:
+            return RunOutcome("too few articles", skipped, sends=resumed)
+        collected = collect(config, now=now)
+        issue = issue_to_send(config, PeriodRequest(period=period), now=now)
+        wanted = config.schedule.min_articles
+        if len(issue.articles) < wanted:
+            reason = (
+                f"{issue.id}: {len(issue.articles)} new articles, fewer than min_articles "
+                f"({wanted}); they wait for the next issue"
+            )
+            with Archive.open(config.archive_path) as archive:
+                archive.skip_period(issue.id, period, reason=reason, at=now)
+            return RunOutcome(
+                "too few articles", reason, issue_id=issue.id, collected=collected, sends=resumed
+            )
+        sent = _deliver_issue(config, issue, SendOptions(), settings, now=now, progress=progress)
+    return RunOutcome(
+        "sent",
+        f"{issue.id}: sent",
+        issue_id=issue.id,
+        collected=collected,
+        sends=(*resumed, sent),
+    )
 
 
 def _freeze(

@@ -73,7 +73,7 @@ def test_opening_creates_the_folder_and_the_latest_schema(tmp_path: Path) -> Non
     with Archive.open(path):
         pass
     tables = {name for (name,) in raw(path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"articles", "source_state", "issues", "issue_articles"}
+    assert tables == {"articles", "source_state", "issues", "issue_articles", "skipped_periods"}
     assert raw(path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
     assert raw(path, "PRAGMA journal_mode") == [("wal",)]
 
@@ -417,3 +417,17 @@ def test_issue_records_list_each_issue_newest_first_with_its_article_count(
     assert records[1].period == WEEK and records[1].created_at == NOW
     assert records[1].sent_at == NOW + timedelta(hours=1)
     assert records[0].sent_at is None
+
+
+def test_a_skipped_period_is_remembered_and_its_start_waits(archive: Archive) -> None:
+    """`digest run` remembers a skip (once) so it stands till the next due time; with nothing
+    sent yet, the next period starts where the first skipped one began."""
+    assert archive.skip_reason(WEEK.end) is None and archive.unsent_since() is None
+    archive.skip_period("w47", WEEK, reason="too few", at=NOW)
+    archive.skip_period("w47", WEEK, reason="said twice", at=NOW)
+    assert archive.skip_reason(WEEK.end) == "too few"
+    assert archive.unsent_since() == WEEK.start
+    archive.upsert_articles([story("a")], seen_at=NOW)
+    archive.record_issue(issue("w48", story("a")), created_at=NOW)
+    archive.mark_sent("w48", sent_at=NOW)
+    assert archive.unsent_since() == WEEK.end  # a sent issue's end wins

@@ -48,6 +48,19 @@ def test_freeze_stores_content_and_one_pending_row_per_address(ledger: Ledger) -
     assert ledger.issues()[0].issue_id == ISSUE
 
 
+def test_is_pending_answers_per_address_case_insensitively(ledger: Ledger) -> None:
+    """The sender asks row by row whether a reader's copy still waits; sent or unknown rows
+    and addresses never frozen do not."""
+    assert ledger.frozen_at(ISSUE) is None
+    ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=AT)
+    assert ledger.frozen_at(ISSUE) == AT
+    send(ledger, "ana@example.org")
+    assert not ledger.is_pending(ISSUE, "ana@example.org")
+    assert ledger.is_pending(ISSUE, " BO@example.org")
+    assert not ledger.is_pending(ISSUE, "nobody@example.org")
+    assert not ledger.is_pending("2024-W20", "bo@example.org")
+
+
 def test_a_row_moves_from_pending_through_sending_to_sent(ledger: Ledger) -> None:
     """A claimed row is sending, then sent with its Message-ID, reply and attempt count."""
     ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=AT)

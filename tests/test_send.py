@@ -318,3 +318,20 @@ def test_on_a_terminal_progress_is_a_bar(project: Path) -> None:
     assert process.wait(timeout=60) == 0
     shown = output.decode("utf-8", "replace")
     assert "━" in shown and "3/3" in shown and "3 sent · 0 failed" in shown
+
+
+def test_build_after_a_send_shows_the_issue_that_went_out(
+    project: Path, smtp: SmtpRecorder
+) -> None:
+    """Once sent, a period's articles are taken; building that week again shows the sent issue,
+    not an empty one, and a --feature for it is refused."""
+    before = run(project, "build", *WEEK, "--format", "json", env=smtp_env(smtp))
+    assert run(project, "send", *WEEK, env=smtp_env(smtp)).exit_code == 0
+    after = run(project, "build", *WEEK, "--format", "json", env=smtp_env(smtp))
+    assert after.exit_code == 0, after.output
+    assert after.stdout == before.stdout
+    featured = run(
+        project, "build", *WEEK, "--feature", "https://dispatch.example.org/x", env=smtp_env(smtp)
+    )
+    assert featured.exit_code == 1
+    assert "2026-W47 was sent (or its send began): its articles cannot change" in featured.stderr

@@ -1,0 +1,193 @@
+"""`digest run` from cron: each due period's issue goes out once, whatever starts it and when."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from smtp_server import SlowData, SmtpRecorder, running
+from test_send import SECRET, SUBSCRIBED, ledger_counts, smtp_env
+
+from digest import pipeline, schedule
+from digest.archive import Archive
+from digest.cli import cli
+from digest.config import load_config
+from digest.ledger import Ledger
+from digest.pipeline import LEDGER_FILE
+
+DAILY = '\n[schedule]\nevery = "day"\ntime = "06:00"\n'
+
+
+def run(config: Path, *args: str, env: dict[str, str | None]) -> Result:
+    return CliRunner().invoke(cli, ["--config", str(config), *args], env=env)
+
+
+def feed(published: list[datetime]) -> str:
+    """An RSS feed with one story per time, in turn in each section the readers chose."""
+    sections = ("Labor", "US Politics", "Latin America")
+    items = "".join(
+        f"<item><title>Story {n}</title><link>https://dispatch.example.org/s/{n}</link>"
+        f"<guid>https://dispatch.example.org/s/{n}</guid>"
+        f"<category>{sections[n % 3]}</category><pubDate>{format_datetime(when)}</pubDate>"
+        f"<description>What happened, part {n}.</description></item>"
+        for n, when in enumerate(published)
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+        f"<title>Harbor Dispatch</title><link>https://dispatch.example.org/</link>{items}"
+        "</channel></rss>"
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """The example project on a daily schedule, its main feed holding three stories from the
+    period that is due now (the other feeds' stories are older)."""
+    assert CliRunner().invoke(cli, ["init", str(tmp_path / "news")]).exit_code == 0
+    config_path = tmp_path / "news" / "digest.toml"
+    with config_path.open("a", encoding="utf-8") as file:
+        file.write(DAILY)
+    config = load_config(config_path, environ={})
+    due = schedule.latest_due(
+        config.schedule, timezone=config.newsletter.timezone, now=datetime.now(UTC)
+    )
+    stories = [due - timedelta(hours=hours) for hours in (2, 5, 9)]
+    (tmp_path / "news" / "feeds" / "dispatch.rss").write_text(feed(stories), encoding="utf-8")
+    return config_path
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpRecorder]:
+    with running(SmtpRecorder()) as recorder:
+        yield recorder
+
+
+def test_a_run_sends_the_due_issue_silently_and_a_second_run_sends_nothing(
+    project: Path, smtp: SmtpRecorder
+) -> None:
+    """On success cron gets no output; the next run finds the period sent and says so with -v."""
+    first = run(project, "run", env=smtp_env(smtp))
+    assert first.exit_code == 0, first.output
+    assert first.output == ""
+    assert smtp.copies() == {address: 1 for address in SUBSCRIBED}
+    again = run(project, "-v", "run", env=smtp_env(smtp))
+    assert again.exit_code == 0, again.output
+    assert "the current period's issue was sent" in again.stdout
+    assert smtp.copies() == {address: 1 for address in SUBSCRIBED}
+
+
+def test_a_period_with_too_few_new_articles_is_skipped_and_logged(
+    project: Path, smtp: SmtpRecorder, tmp_path: Path
+) -> None:
+    """min_articles above what the period has: nothing is sent and the reason is in the log
+    file; the skip stands until the next due time (no collect, no late send), and then the
+    waiting articles go out with the next period's."""
+    text = project.read_text(encoding="utf-8")
+    project.write_text(text.replace(DAILY, DAILY + "min_articles = 4\n"), encoding="utf-8")
+    log = tmp_path / "digest.log"
+    result = run(project, "run", "--log-file", str(log), env=smtp_env(smtp))
+    assert result.exit_code == 0, result.output
+    assert result.output == "" and smtp.copies() == {}
+    (line,) = log.read_text(encoding="utf-8").splitlines()
+    assert "info too few articles:" in line
+    assert "3 new articles, fewer than min_articles (4)" in line
+    project.write_text(text.replace(DAILY, DAILY + "min_articles = 3\n"), encoding="utf-8")
+    again = run(project, "-v", "run", env=smtp_env(smtp))
+    assert "fewer than min_articles (4)" in again.stdout and smtp.copies() == {}
+    config = load_config(project, environ={"DIGEST_SECRET": SECRET})
+    tomorrow = schedule.next_due(
+        config.schedule, timezone=config.newsletter.timezone, after=datetime.now(UTC)
+    ) + timedelta(minutes=5)
+    outcome = pipeline.run_scheduled(config, now=tomorrow)
+    assert outcome.status == "sent"
+    (sent,) = outcome.sends
+    assert sent.report.sent == 3  # to the outbox: this config has no SMTP_HOST
+    with Archive.open(config.archive_path) as archive:
+        issue = archive.issue(sent.issue_id)
+    assert issue is not None and {a.title for a in issue.articles} >= {"Story 0", "Story 1"}
+
+
+def test_json_log_lines_for_log_collectors(
+    project: Path, smtp: SmtpRecorder, tmp_path: Path
+) -> None:
+    """--json writes one JSON object per event, with the counts as fields."""
+    log = tmp_path / "digest.jsonl"
+    assert run(project, "run", "--log-file", str(log), "--json", env=smtp_env(smtp)).exit_code == 0
+    assert run(project, "run", "--log-file", str(log), "--json", env=smtp_env(smtp)).exit_code == 0
+    sent, already = (json.loads(line) for line in log.read_text(encoding="utf-8").splitlines())
+    assert (sent["level"], sent["event"], sent["sent"], sent["failed"]) == ("info", "sent", 3, 0)
+    assert already["event"] == "already sent"
+    assert datetime.fromisoformat(sent["time"]).tzinfo is not None
+
+
+def test_problems_go_to_stderr_and_the_exit_code(project: Path, smtp: SmtpRecorder) -> None:
+    """A refused reader is a problem cron should mail: a warning line and exit 3."""
+    smtp.refuse("bo.li@example.net", "550 5.1.1 no such mailbox")
+    result = run(project, "run", env=smtp_env(smtp))
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert "warning: " in result.stderr and "2 sent, 1 failed" in result.stderr
+
+
+def digest_run(project: Path, recorder: SmtpRecorder) -> subprocess.Popen[str]:
+    env = {**os.environ, **smtp_env(recorder)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "digest", "--config", str(project), "-v", "run"],
+        env={k: v for k, v in env.items() if v is not None},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_two_runs_started_together_deliver_one_copy_each(project: Path) -> None:
+    """Cron twice at once: one run sends, the other finds it in progress and exits 0."""
+    with project.open("a", encoding="utf-8") as file:
+        file.write("\n[send]\nconcurrency = 1\n")
+    with running(SmtpRecorder()) as slow:
+        for address in SUBSCRIBED:
+            slow.plan(address, SlowData(0.5))
+        runs = [digest_run(project, slow), digest_run(project, slow)]
+        outputs = [process.communicate(timeout=120) for process in runs]
+        assert [process.returncode for process in runs] == [0, 0], outputs
+        assert slow.copies() == {address: 1 for address in SUBSCRIBED}
+    said = [stdout for stdout, _ in outputs]
+    assert sum("another run is in progress" in out for out in said) == 1, said
+
+
+def test_a_run_killed_mid_send_is_resumed_by_the_next_run(project: Path) -> None:
+    """SIGKILL during the send; the next run finishes it: one copy each, the one in flight
+    recorded unknown (exit 3), and a third run sends nothing."""
+    with project.open("a", encoding="utf-8") as file:
+        file.write("\n[send]\nconcurrency = 1\n")
+    with running(SmtpRecorder()) as slow:
+        for address in SUBSCRIBED:
+            slow.plan(address, SlowData(1.0))
+        process = digest_run(project, slow)
+        try:
+            deadline = time.monotonic() + 60
+            while len(slow.messages) < 2 and process.poll() is None:
+                assert time.monotonic() < deadline, "the run never reached its second message"
+                time.sleep(0.02)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.communicate()
+        resumed = run(project, "run", env=smtp_env(slow))
+        assert resumed.exit_code == 3, resumed.output
+        assert "1 sent, 0 failed, 1 unknown" in resumed.stderr
+        assert slow.copies() == {address: 1 for address in SUBSCRIBED}
+        assert run(project, "run", env=smtp_env(slow)).exit_code == 0
+        assert slow.copies() == {address: 1 for address in SUBSCRIBED}
+    with Ledger.open(load_config(project).archive_path.parent / LEDGER_FILE) as book:
+        (issue,) = book.issues()
+    assert ledger_counts(project, issue.issue_id) == (2, 0, 1, 0)
