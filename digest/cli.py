@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -22,9 +23,26 @@ import click
 import rich.console
 import rich.progress
 
-from digest import pipeline, preview, project, selector, subscribers, tokens, web
+from digest import (
+    doctor,
+    history,
+    pipeline,
+    preview,
+    project,
+    schedule,
+    selector,
+    subscribers,
+    tokens,
+    web,
+)
 from digest.config import Config, load_config
-from digest.errors import DigestError, PartialDelivery, SubscriberFileError, TokenError
+from digest.errors import (
+    ConfigError,
+    DigestError,
+    PartialDelivery,
+    SubscriberFileError,
+    TokenError,
+)
 from digest.models import SubscriberStatus, email_key
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -487,7 +505,242 @@ def check_setup(app: App) -> None:
             click.echo(f"      → {check.hint}")
         failures, total = failures + (check.status == "fail"), total + 1
     if failures:
-        raise DigestError(f"{failures} of {total} checks failed")
+        raise DigestError(f"{failures} of {total} check(s) failed")
+
+
+@cli.command(name="schedule")
+@click.option("--install", is_flag=True, help="Add the line to your crontab, once.")
+@click.option("--uninstall", is_flag=True, help="Remove this config's line from your crontab.")
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Have each run log to this file (`digest run --log-file`).",
+)
+@click.pass_obj
+def schedule_runs(app: App, install: bool, uninstall: bool, log_file: Path | None) -> None:
+    """Print the crontab line that runs `digest run` on [schedule], or install it.
+
+    The line runs `digest run` every quarter hour, which sends only when an issue is due in
+    the newsletter's time zone, so the machine's zone and DST do not matter. It is marked with
+    the config's path: --install adds it once (replacing an older one for the same config) and
+    --uninstall removes it; every other crontab line is kept. $DIGEST_CRONTAB names another
+    crontab program.
+
+    \b
+      digest schedule
+      digest schedule --install --log-file /var/log/digest.log
+    """
+    if install and uninstall:
+        raise click.UsageError("--install and --uninstall exclude each other")
+    config = app.config
+    crontab = schedule.crontab_command(config.env)
+    mark = schedule.marker(config.path)
+    if uninstall:
+        if schedule.uninstall(mark, crontab=crontab):
+            click.echo(f"removed the digest line for {config.path} from the crontab")
+        else:
+            click.echo(f"no digest line for {config.path} in the crontab; nothing changed")
+        return
+    line = schedule.cron_line(
+        config.schedule,
+        # The installed script, never the python running it: cron has no venv on its PATH.
+        digest_path=schedule.digest_executable(sys.argv[0], sys.executable),
+        config_path=config.path,
+        log_path=None if log_file is None else log_file.resolve(),
+    )
+    if not install:
+        click.echo(line)
+        return
+    added = schedule.install(line, marker=mark, crontab=crontab)
+    click.echo(f"{'added to' if added else 'already in'} the crontab: {line}")
+    zone = config.newsletter.timezone
+    due = schedule.next_due(config.schedule, timezone=zone, after=app.now)
+    app.info(
+        f"next scheduled time: {due:%a %Y-%m-%d %H:%M %Z} "
+        "(a period already due and not yet sent goes out within a quarter hour)"
+    )
+
+
+# -- digest issues, digest archive ----------------------------------------------------------------
+
+
+@cli.group(name="issues", invoke_without_command=True)
+@click.pass_context
+def issues_group(ctx: click.Context) -> None:
+    """List the recorded issues: their period, articles, and copies sent, failed and unknown.
+
+    An issue is recorded when its send begins; "sent at" is when no copy was left pending
+    (until then it says how many are). `digest issues show ID` prints one issue in full.
+
+    \b
+      digest issues
+      digest issues show 2026-W47
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    app: App = ctx.obj
+    records = history.list_issues(app.config)
+    if not records:
+        click.echo("no issues yet")
+        return
+    zone = app.config.newsletter.timezone
+    rows = [("id", "period", "articles", "sent", "failed", "unknown", "sent at")]
+    rows += [
+        (
+            r.id,
+            history.days(r.period, zone),
+            str(r.articles),
+            str(r.counts.sent),
+            str(r.counts.failed),
+            str(r.counts.unknown),
+            history.minute(r.sent_at, zone) if r.sent_at else f"{r.counts.pending} pending",
+        )
+        for r in records
+    ]
+    widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]))]
+    for row in rows:
+        cells = [
+            cell.rjust(width) if 2 <= n <= 5 else cell.ljust(width)
+            for n, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        click.echo("  ".join(cells).rstrip())
+
+
+@issues_group.command(name="show")
+@click.argument("issue_id", metavar="ID")
+@click.pass_obj
+def show_issue(app: App, issue_id: str) -> None:
+    """Print one issue's articles by section, and its failed copies.
+
+    Also when it was recorded and sent, its copies by state, and for each copy that failed or
+    whose fate is unknown, the address and the server's reply.
+
+    \b
+      digest issues show 2026-W47
+    """
+    detail = history.issue_detail(app.config, issue_id)
+    record, issue, zone = detail.record, detail.issue, app.config.newsletter.timezone
+    counts = record.counts
+    lines = [
+        f"{record.id}: {history.days(record.period, zone)}, {record.articles} articles",
+        f"recorded  {history.minute(record.created_at, zone)}",
+        f"sent at   {history.minute(record.sent_at, zone) if record.sent_at else 'not yet'}",
+        f"copies    {counts.sent} sent, {counts.failed} failed, {counts.unknown} unknown, "
+        f"{counts.pending} pending",
+    ]
+    placed = [("Top story", (issue.featured,))] if issue.featured else []
+    for name, articles in placed + [(s.name, s.articles) for s in issue.sections]:
+        lines += ["", name]
+        lines += [f"  - {a.title}\n    {a.url}" for a in articles]
+    if detail.problems:
+        lines += ["", "failed or unknown copies:"]
+    for row in detail.problems:
+        reply = " ".join(f"{row.reply_code or ''} {row.reply_text or ''}".split()) or "no reply"
+        lines.append(f"  {row.state.value:<8} {row.address}  {reply}")
+    click.echo("\n".join(lines))
+
+
+@cli.command(name="archive")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.pass_obj
+def web_archive(app: App, directory: Path | None) -> None:
+    """Write the sent issues as web pages, for the "view in browser" links.
+
+    Writes DIRECTORY/ISSUE_ID.html for each sent issue, as it was mailed but with nothing
+    personal (no address, name or reader's links), and DIRECTORY/index.html listing them,
+    newest first. Default DIRECTORY: archive/ beside the config. Host the folder at
+    [newsletter] archive_url; running it again rewrites the same files (each atomically).
+
+    \b
+      digest archive
+      digest archive /var/www/digest
+    """
+    config = app.config
+    paths = history.write_web_archive(config, directory or history.default_archive_dir(config))
+    click.echo("\n".join(str(path) for path in paths))
+
+
+@cli.command(name="run")
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append one line per event to this file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Write log lines as JSON objects.")
+@click.pass_obj
+def run_scheduled(app: App, log_file: Path | None, as_json: bool) -> None:
+    """Collect and send the issue the schedule says is due: for cron, at any frequency.
+
+    Sends each period's issue once ([schedule] in the config): an interrupted send is resumed,
+    a period already sent or with fewer than min_articles new articles is left alone, and a
+    run that finds another in progress exits at once. Silent unless something needs a look
+    (on stderr, which cron mails) or -v. Exits 3 when some copies failed or are unknown.
+
+    \b
+      digest run --log-file /var/log/digest.log
+      digest schedule --install
+    """
+    log = RunLog(verbose=app.verbose, path=log_file, as_json=as_json)
+    try:
+        with send_progress(app) if app.verbose else contextlib.nullcontext() as progress:
+            outcome = pipeline.run_scheduled(app.config, now=app.now, progress=progress)
+    except DigestError as err:
+        log.event("error", "failed", str(err))
+        raise
+    if outcome.collected is not None:
+        for item in outcome.collected.reports:
+            if item.result.error is not None:
+                log.event("warning", "source failed", f"{item.result.source}: {item.result.error}")
+    for sent in outcome.sends:
+        report = sent.report
+        log.event(
+            "warning" if report.failed or report.unknown else "info",
+            "sent",
+            f"{sent.issue_id}: {report.sent} sent, {report.failed} failed, {report.unknown} "
+            f"unknown, {report.skipped} skipped in {report.elapsed:.1f}s",
+            issue=sent.issue_id,
+            sent=report.sent,
+            failed=report.failed,
+            unknown=report.unknown,
+            skipped=report.skipped,
+        )
+    if outcome.status != "sent":
+        log.event("info", outcome.status, outcome.reason, issue=outcome.issue_id)
+    failed = sum(s.report.failed for s in outcome.sends)
+    unknown = sum(s.report.unknown for s in outcome.sends)
+    if failed or unknown:
+        raise PartialDelivery(
+            f"{failed} failed, {unknown} unknown",
+            hint="`digest issues show ISSUE` lists them; --retry-unknown with digest send",
+        )
+
+
+@dataclass
+class RunLog:
+    """`digest run`'s events: problems on stderr, the rest only with -v, all in the log file."""
+
+    verbose: bool
+    path: Path | None
+    as_json: bool
+
+    def event(self, level: str, event: str, message: str, **fields: object) -> None:
+        if level != "info":
+            click.echo(f"{level}: {message}", err=True)
+        elif self.verbose:
+            click.echo(message)
+        if self.path is None:
+            return
+        moment = datetime.now().astimezone().isoformat(timespec="seconds")
+        if self.as_json:
+            record = {"time": moment, "level": level, "event": event, "message": message}
+            line = json.dumps(record | {k: v for k, v in fields.items() if v is not None})
+        else:
+            line = f"{moment} {level} {event}: {message}"
+        try:
+            with self.path.open("a", encoding="utf-8") as file:
+                file.write(line + "\n")
+        except OSError as err:
+            raise ConfigError(f"cannot write the log file: {err}", where=str(self.path)) from err
 
 
 # -- digest subscribers ... -----------------------------------------------------------------------
