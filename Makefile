@@ -29,9 +29,22 @@ $(NODE_MODULES): tests/email-lint/package.json tests/email-lint/package-lock.jso
 	cd tests/email-lint && npm ci --silent --no-audit --no-fund
 	touch $(NODE_MODULES)
 
-## Build the example publication's bundled week as HTML, text and .eml (no server, no network).
-demo: $(STAMP)
-	$(BIN)/digest --config examples/digest.toml build --since 2026-11-16 --until 2026-11-22
+DEMO_WEEK := --since 2026-11-16 --until 2026-11-22
+# The demo's own signing secret, made when the recipe runs: the outbox copies' links are signed
+# with nothing real.
+DEMO_SECRET = demo-$(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))')
+
+## The main job on the bundled example publication, with no server and no network: build its
+## week as HTML, text and .eml, then send it to every subscriber into examples/outbox/ (a Maildir).
+## Run it again: the send resumes from its ledger and sends nobody a second copy.
+demo: $(STAMP) examples/subscribers.csv
+	$(BIN)/digest --config examples/digest.toml build $(DEMO_WEEK)
+	DIGEST_SECRET=$(DEMO_SECRET) SMTP_HOST= $(BIN)/digest --config examples/digest.toml send $(DEMO_WEEK)
+	$(BIN)/digest --config examples/digest.toml issues
+
+# The example's readers, as `digest init` would copy them; the send marks bounces in this copy.
+examples/subscribers.csv: subscribers.example.csv
+	cp subscribers.example.csv $@
 
 ## Lint, type-check and run the tests.
 test: $(STAMP) $(CHROMIUM) $(SPAMASSASSIN) $(if $(wildcard tests/email-lint/package.json),$(NODE_MODULES))
@@ -49,4 +62,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis examples/.digest examples/out $(NODE_MODULES)
+	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis examples/.digest examples/out examples/outbox examples/subscribers.csv $(NODE_MODULES)

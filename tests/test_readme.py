@@ -127,3 +127,42 @@ def test_the_walkthrough_runs_as_written(
     assert "the current period's issue was sent" in outputs["digest -v run"]
     sent_issue = relay.messages[-1].data.split(b"Message-ID: <")[1].split(b".")[0].decode()
     assert outputs["digest issues"].splitlines()[1].startswith(sent_issue)
+
+
+def demo_block() -> list[str]:
+    """The commands the README says `make demo` runs."""
+    part = README.split("`make demo` runs the main job")[1]
+    return re.findall(r"```sh\n(.*?)```", part, flags=re.DOTALL)[0].strip().splitlines()
+
+
+def test_make_demo_runs_the_commands_the_readme_shows() -> None:
+    """The README's demo block is the Makefile's demo recipe, variables expanded."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    week = re.search(r"^DEMO_WEEK := (.*)$", makefile, flags=re.MULTILINE)
+    assert week is not None
+    recipe = makefile.split("\ndemo:")[1].split("\n\n")[0].splitlines()[1:]
+    ran = [
+        re.sub(r"^(\S+=\S* )*\$\(BIN\)/", "", line.strip()).replace("$(DEMO_WEEK)", week[1])
+        for line in recipe
+    ]
+    assert ran == demo_block()
+
+
+def test_the_demo_commands_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a copy of examples/ (with the example readers, as `make demo` copies them): the issue's
+    three files, one outbox copy per subscribed reader, and the issue listed as sent."""
+    shutil.copytree(ROOT / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns(
+        ".digest", "out", "outbox", "subscribers.csv"))  # fmt: skip
+    shutil.copy(ROOT / "subscribers.example.csv", tmp_path / "examples" / "subscribers.csv")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DIGEST_SECRET", SECRET)
+    monkeypatch.delenv("SMTP_HOST", raising=False)
+    outputs = []
+    for line in demo_block():
+        result = CliRunner().invoke(cli, shlex.split(line)[1:])
+        assert result.exit_code == 0, f"{line}\n{result.output}"
+        outputs.append(result.output)
+    assert len(list((tmp_path / "examples" / "out").glob("2026-W47.*"))) == 3
+    assert len(list((tmp_path / "examples" / "outbox" / "new").iterdir())) == 3
+    issue_row = outputs[2].splitlines()[1].split()
+    assert issue_row[0] == "2026-W47" and issue_row[4:8] == ["14", "3", "0", "0"]
