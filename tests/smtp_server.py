@@ -12,8 +12,10 @@ data) and SlowData(seconds) (it keeps the message and answers late).
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections import Counter, deque
@@ -180,3 +182,28 @@ def server_tls_context(cert: Any) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(context)
     return context
+
+
+@contextmanager
+def starttls_relay(ca: Any, *, username: str, password: str) -> Iterator[SmtpRecorder]:
+    """A relay that requires STARTTLS (a certificate from the test CA `ca`) and this login."""
+    with running(
+        SmtpRecorder(),
+        tls_context=server_tls_context(ca.issue_cert("127.0.0.1")),
+        require_starttls=True,
+        authenticator=password_checker(username, password),
+    ) as relay:
+        yield relay
+
+
+def kill_at(process: subprocess.Popen[Any], recorder: SmtpRecorder, messages: int) -> None:
+    """SIGKILL the process once the server has `messages` messages: with slow replies, the last
+    one is still awaiting its answer, so its fate is unknown to the sender."""
+    try:
+        deadline = time.monotonic() + 60
+        while len(recorder.messages) < messages and process.poll() is None:
+            assert time.monotonic() < deadline, f"the send never reached message {messages}"
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()

@@ -24,7 +24,14 @@ from click.testing import CliRunner, Result
 from conftest import HttpServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from smtp_server import SmtpRecorder, free_port, password_checker, running, server_tls_context
+from smtp_server import (
+    SmtpRecorder,
+    free_port,
+    password_checker,
+    running,
+    server_tls_context,
+    starttls_relay,
+)
 
 from digest import doctor, project
 from digest.cli import cli
@@ -188,15 +195,10 @@ def trusted(ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
 
 
-@pytest.fixture
-def starttls_relay(ca: trustme.CA) -> Iterator[SmtpRecorder]:
+@pytest.fixture(name="starttls_relay")
+def relay_with_login(ca: trustme.CA) -> Iterator[SmtpRecorder]:
     """A relay offering STARTTLS with a test-CA certificate, and AUTH (news / s3cret) over it."""
-    with running(
-        SmtpRecorder(),
-        tls_context=server_tls_context(ca.issue_cert("127.0.0.1")),
-        require_starttls=True,
-        authenticator=password_checker("news", "s3cret"),
-    ) as relay:
+    with starttls_relay(ca, username="news", password="s3cret") as relay:
         yield relay
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trustme
 from click.testing import CliRunner
-from smtp_server import SmtpRecorder, password_checker, running, server_tls_context
+from smtp_server import SmtpRecorder, starttls_relay
 from test_run import feed
 from test_schedule import write_crontab_program
 from test_send import SECRET
@@ -56,12 +56,7 @@ def relay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpRecor
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
-    with running(
-        SmtpRecorder(),
-        tls_context=server_tls_context(ca.issue_cert("127.0.0.1")),
-        require_starttls=True,
-        authenticator=password_checker("news", "s3cret"),
-    ) as recorder:
+    with starttls_relay(ca, username="news", password="s3cret") as recorder:
         yield recorder
 
 
@@ -132,7 +127,8 @@ def test_the_walkthrough_runs_as_written(
 def demo_block() -> list[str]:
     """The commands the README says `make demo` runs."""
     part = README.split("`make demo` runs the main job")[1]
-    return re.findall(r"```sh\n(.*?)```", part, flags=re.DOTALL)[0].strip().splitlines()
+    block: str = re.findall(r"```sh\n(.*?)```", part, flags=re.DOTALL)[0]
+    return block.strip().splitlines()
 
 
 def test_make_demo_runs_the_commands_the_readme_shows() -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from smtp_server import SlowData, SmtpRecorder, running
+from smtp_server import SlowData, SmtpRecorder, kill_at, running
 from test_send import SECRET, SUBSCRIBED, ledger_counts, smtp_env
 
 from digest import pipeline, schedule
@@ -25,7 +23,8 @@ from digest.config import load_config
 from digest.ledger import Ledger
 from digest.pipeline import LEDGER_FILE
 
-DAILY = '\n[schedule]\nevery = "day"\ntime = "06:00"\n'
+WEEKLY = '[schedule]\nevery = "week"\nday = "saturday"\ntime = "08:00"\n'  # the example's
+DAILY = '[schedule]\nevery = "day"\ntime = "06:00"\n'
 
 
 def run(config: Path, *args: str, env: dict[str, str | None]) -> Result:
@@ -49,14 +48,19 @@ def feed(published: list[datetime]) -> str:
     )
 
 
+def edit(config: Path, old: str, new: str) -> None:
+    text = config.read_text(encoding="utf-8")
+    assert old in text
+    config.write_text(text.replace(old, new), encoding="utf-8")
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """The example project on a daily schedule, its main feed holding three stories from the
     period that is due now (the other feeds' stories are older)."""
     assert CliRunner().invoke(cli, ["init", str(tmp_path / "news")]).exit_code == 0
     config_path = tmp_path / "news" / "digest.toml"
-    with config_path.open("a", encoding="utf-8") as file:
-        file.write(DAILY)
+    edit(config_path, WEEKLY, DAILY)
     config = load_config(config_path, environ={})
     due = schedule.latest_due(
         config.schedule, timezone=config.newsletter.timezone, now=datetime.now(UTC)
@@ -92,8 +96,7 @@ def test_a_period_with_too_few_new_articles_is_skipped_and_logged(
     """min_articles above what the period has: nothing is sent and the reason is in the log
     file; the skip stands until the next due time (no collect, no late send), and then the
     waiting articles go out with the next period's."""
-    text = project.read_text(encoding="utf-8")
-    project.write_text(text.replace(DAILY, DAILY + "min_articles = 4\n"), encoding="utf-8")
+    edit(project, DAILY, DAILY + "min_articles = 4\n")
     log = tmp_path / "digest.log"
     result = run(project, "run", "--log-file", str(log), env=smtp_env(smtp))
     assert result.exit_code == 0, result.output
@@ -101,7 +104,7 @@ def test_a_period_with_too_few_new_articles_is_skipped_and_logged(
     (line,) = log.read_text(encoding="utf-8").splitlines()
     assert "info too few articles:" in line
     assert "3 new articles, fewer than min_articles (4)" in line
-    project.write_text(text.replace(DAILY, DAILY + "min_articles = 3\n"), encoding="utf-8")
+    edit(project, "min_articles = 4", "min_articles = 3")
     again = run(project, "-v", "run", env=smtp_env(smtp))
     assert "fewer than min_articles (4)" in again.stdout and smtp.copies() == {}
     config = load_config(project, environ={"DIGEST_SECRET": SECRET})
@@ -152,8 +155,7 @@ def digest_run(project: Path, recorder: SmtpRecorder) -> subprocess.Popen[str]:
 
 def test_two_runs_started_together_deliver_one_copy_each(project: Path) -> None:
     """Cron twice at once: one run sends, the other finds it in progress and exits 0."""
-    with project.open("a", encoding="utf-8") as file:
-        file.write("\n[send]\nconcurrency = 1\n")
+    edit(project, "concurrency = 4", "concurrency = 1")
     with running(SmtpRecorder()) as slow:
         for address in SUBSCRIBED:
             slow.plan(address, SlowData(0.5))
@@ -168,20 +170,12 @@ def test_two_runs_started_together_deliver_one_copy_each(project: Path) -> None:
 def test_a_run_killed_mid_send_is_resumed_by_the_next_run(project: Path) -> None:
     """SIGKILL during the send; the next run finishes it: one copy each, the one in flight
     recorded unknown (exit 3), and a third run sends nothing."""
-    with project.open("a", encoding="utf-8") as file:
-        file.write("\n[send]\nconcurrency = 1\n")
+    edit(project, "concurrency = 4", "concurrency = 1")
     with running(SmtpRecorder()) as slow:
         for address in SUBSCRIBED:
             slow.plan(address, SlowData(1.0))
         process = digest_run(project, slow)
-        try:
-            deadline = time.monotonic() + 60
-            while len(slow.messages) < 2 and process.poll() is None:
-                assert time.monotonic() < deadline, "the run never reached its second message"
-                time.sleep(0.02)
-        finally:
-            process.send_signal(signal.SIGKILL)
-            process.communicate()
+        kill_at(process, slow, 2)
         resumed = run(project, "run", env=smtp_env(slow))
         assert resumed.exit_code == 3, resumed.output
         assert "1 sent, 0 failed, 1 unknown" in resumed.stderr

@@ -7,17 +7,15 @@ import email.policy
 import mailbox
 import os
 import pty
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import filelock
 import pytest
 from click.testing import CliRunner, Result
-from smtp_server import DROP_AFTER_DATA, SlowData, SmtpRecorder, running
+from smtp_server import DROP_AFTER_DATA, SlowData, SmtpRecorder, kill_at, running
 
 from digest.archive import Archive
 from digest.cli import cli
@@ -150,14 +148,7 @@ def test_a_send_killed_part_way_resumes_without_a_second_copy(project: Path) -> 
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        try:
-            deadline = time.monotonic() + 60
-            while len(slow.messages) < 2 and process.poll() is None:
-                assert time.monotonic() < deadline, "the send never reached its second message"
-                time.sleep(0.02)
-        finally:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
+        kill_at(process, slow, 2)
         assert len(slow.messages) == 2  # killed while the second copy awaited its reply
         resumed = run(project, "send", *WEEK, env=smtp_env(slow))
         assert resumed.exit_code == 3, resumed.output
