@@ -491,6 +491,38 @@ def test_a_user_template_overrides_one_partial_and_keeps_the_rest(
     assert text_of(next(doc.iter("h1"))) == "The Harbor Dispatch Weekly"
 
 
+def documented_template_names() -> list[str]:
+    """The names docs/configuration.md says the templates get, from its table."""
+    doc = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    table = doc.split("### What the templates get")[1].split("\n\n`")[0]
+    firsts = re.findall(r"^\| ([^|]+) \|", table, flags=re.MULTILINE)[2:]  # after the header
+    return [name for cell in firsts for name in re.findall(r"`([a-z_.]+)`", cell)]
+
+
+def test_every_documented_template_name_exists(
+    example: tuple[Config, Issue], tmp_path: Path
+) -> None:
+    """A footer using each name the docs list renders (StrictUndefined would name a wrong one)."""
+    config, issue = example
+    names = documented_template_names()
+    cards = [name for name in names if name in {"title", "url", "byline", "date", "excerpt"}]
+    top = [name for name in names if name not in cards and name not in {"image", "sections"}]
+    assert {"lang", "issue.web_url", "personal.greeting", "featured", "note"} <= set(top)
+    (tmp_path / "partials").mkdir()
+    (tmp_path / "partials" / "footer.html.j2").write_text(
+        "".join(f"<p>{{{{ {name} }}}}</p>" for name in top)
+        + "{% for section in sections %}<p>{{ section.name }}</p>"
+        + "{% for card in section.cards %}"
+        + "".join(f"<p>{{{{ card.{field} }}}}</p>" for field in cards)
+        + "{% if card.image %}<p>{{ card.image.url }} {{ card.image.alt }} "
+        + "{{ card.image.width }} {{ card.image.height }}</p>{% endif %}"
+        + "{% endfor %}{% endfor %}",
+        encoding="utf-8",
+    )
+    html = build(with_email(config, templates=tmp_path), issue).html
+    assert READER.unsubscribe_url.replace("&", "&amp;") in html
+
+
 def test_an_undefined_name_is_an_error_with_the_file_and_line(
     example: tuple[Config, Issue], tmp_path: Path
 ) -> None:
