@@ -97,6 +97,21 @@ def test_a_refused_address_is_marked_bounced_and_the_send_exits_3(
     assert kept is not None and kept.status is SubscriberStatus.SUBSCRIBED
 
 
+def test_with_mark_bounced_off_a_refusal_leaves_the_list_alone(
+    project: Path, smtp: SmtpRecorder
+) -> None:
+    """[send] mark_bounced = false: the copy is failed in the ledger, the CSV is not touched."""
+    text = project.read_text(encoding="utf-8")
+    project.write_text(text.replace("concurrency = 4", "mark_bounced = false"), encoding="utf-8")
+    readers = project.parent / "subscribers.csv"
+    before = readers.read_bytes()
+    smtp.refuse("bo.li@example.net", "550 5.1.1 no such mailbox")
+    result = run(project, "send", *WEEK, env=smtp_env(smtp))
+    assert result.exit_code == 3 and "2 sent, 1 failed" in result.stdout
+    assert readers.read_bytes() == before
+    assert not readers.with_name("subscribers.csv.bak").exists()
+
+
 def test_without_smtp_host_messages_go_to_the_outbox_maildir(project: Path) -> None:
     """With SMTP_HOST unset, each copy is one file in outbox/ beside the config, and it says so."""
     env: dict[str, str | None] = {"DIGEST_SECRET": SECRET, "SMTP_HOST": None}
