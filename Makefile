@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 SPAMASSASSIN := /usr/bin/spamassassin
+SMTP_SINK := /usr/sbin/smtp-sink
 NODE_MODULES := tests/email-lint/node_modules
 
 .PHONY: demo test lint bench clean
@@ -23,6 +24,13 @@ $(CHROMIUM):
 # The spam-score test runs Debian's SpamAssassin with its local rules only (no network).
 $(SPAMASSASSIN):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq spamassassin
+
+# bench/send.py sends into Postfix's smtp-sink and times smtp-source. Only the two test programs
+# are used: no mailer is configured, and the master daemon is stopped if the install started it.
+$(SMTP_SINK):
+	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix
+	postfix status 2>/dev/null && postfix stop || true
 
 # doiuse-email checks the built HTML against email clients' CSS support.
 $(NODE_MODULES): tests/email-lint/package.json tests/email-lint/package-lock.json
@@ -58,7 +66,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format digest tests bench
 
 ## Benchmarks; figures are printed, never asserted in unit tests.
-bench: $(STAMP)
+bench: $(STAMP) $(SMTP_SINK)
 	$(BIN)/python -m bench
 
 clean:

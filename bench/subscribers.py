@@ -13,12 +13,13 @@ generator is seeded, so figures from different runs and machines compare like wi
 from __future__ import annotations
 
 import csv
+import os
 import random
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -100,17 +101,28 @@ main()
 
 
 def measure(config: Path, *command: str) -> tuple[float, float]:
-    """Seconds from start to exit, and peak resident memory in MB, of one `digest` process."""
+    """Seconds from start to exit, and peak resident memory in MB, of `digest subscribers`."""
+    seconds, peak, _ = run_digest(config, "subscribers", *command)
+    return seconds, peak
+
+
+def run_digest(
+    config: Path, *command: str, env: Mapping[str, str] | None = None
+) -> tuple[float, float, str]:
+    """Seconds from start to exit, peak resident memory in MB, and the output (stdout and
+    stderr) of one `digest` process; `env` is added to this process's environment."""
     with tempfile.TemporaryDirectory() as tmp:
         peak_file, log = Path(tmp) / "peak", Path(tmp) / "log"
         argv = [sys.executable, "-c", _CHILD, str(peak_file), "--config", str(config)]
+        environ = {**os.environ, **(env or {})}
         with log.open("wb") as out:
             started = time.perf_counter()
-            done = subprocess.run([*argv, "subscribers", *command], stdout=out, stderr=out)
+            done = subprocess.run([*argv, *command], stdout=out, stderr=out, env=environ)
             seconds = time.perf_counter() - started
+        output = log.read_text(encoding="utf-8", errors="replace")
         if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed: {log.read_text()[-2000:]}")
-        return seconds, int(peak_file.read_text()) * 1024 / 1e6  # VmHWM is in kB
+            raise RuntimeError(f"{' '.join(command)} failed: {output[-2000:]}")
+        return seconds, int(peak_file.read_text()) * 1024 / 1e6, output  # VmHWM is in kB
 
 
 def write_list(path: Path, rows: int) -> tuple[Path, str]:
