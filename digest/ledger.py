@@ -225,15 +225,16 @@ class Ledger(SqliteFile):
             row = db.execute("SELECT frozen_at FROM issues WHERE id = ?", (issue_id,)).fetchone()
         return None if row is None else _parse(row[0])
 
-    def is_pending(self, issue_id: str, address: str) -> bool:
-        """Whether the address's copy still waits: a point query, so a send of a million
-        readers needs no million-address set in memory."""
+    def copy_of(self, issue_id: str, address: str) -> tuple[RowState, str] | None:
+        """The state of this reader's copy and the address it was frozen for (validated then),
+        or None if the issue was not frozen for them: one indexed lookup, so a send of a
+        million readers needs no million-address set in memory."""
         with self._reading("reading a row") as db:
-            row = db.execute(
-                "SELECT 1 FROM deliveries WHERE issue_id = ? AND key = ? AND state = 'pending'",
+            found = db.execute(
+                "SELECT state, address FROM deliveries WHERE issue_id = ? AND key = ?",
                 (issue_id, email_key(address)),
             ).fetchone()
-        return row is not None
+        return None if found is None else (RowState(found[0]), found[1])
 
     def pending(self, issue_id: str) -> Iterator[Row]:
         """The issue's `pending` rows in address order, read a page at a time.

@@ -398,11 +398,13 @@ class Composer:
 
     def compose(self, subscriber: Subscriber) -> Composed:
         """This subscriber's message; MessageError naming them for a bad address."""
-        return self._compose(
+        return self.compose_to(
             subscriber, checked_address(subscriber.email, where=_origin(subscriber))
         )
 
-    def _compose(self, subscriber: Subscriber, address: str) -> Composed:
+    def compose_to(self, subscriber: Subscriber, address: str) -> Composed:
+        """This subscriber's message to `address`, which `checked_address` already gave (the
+        ledger keeps it from the freeze: checking an address costs more than composing)."""
         template = self._template(self.variant_of(subscriber))
         token = make_token(subscriber.email, list_id=self._list_id, secret=self._secret)
         unsubscribe = unsubscribe_url(self.config, token)
@@ -445,7 +447,7 @@ class Composer:
             except MessageError as err:
                 yield Skipped(subscriber.email, str(err))
                 continue
-            yield self._compose(subscriber, address)
+            yield self.compose_to(subscriber, address)
 
     def _template(self, variant: Variant) -> _Template:
         template = self._templates.get(variant)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import filelock
+import jinja2
 
 from digest import inline, ledger, message, render, schedule, selector, sender, sources, tokens
 from digest.archive import Archive, UpsertCounts
@@ -201,12 +202,17 @@ class Sample:
 
 
 def render_issue(
-    config: Config, issue: Issue, variant: render.Variant, *, note: str = ""
+    config: Config,
+    issue: Issue,
+    variant: render.Variant,
+    *,
+    note: str = "",
+    env: jinja2.Environment | None = None,
 ) -> render.Rendered:
-    """Render and inline one variant of the issue: the slow part, done once per variant."""
-    draft = render.render_variant(
-        config, issue, variant, note=note, env=render.environment(config, variant.language)
-    )
+    """Render and inline one variant of the issue: the slow part, done once per variant.
+
+    `env` is a Jinja environment for the variant's language to reuse (else one is made)."""
+    draft = render.render_variant(config, issue, variant, note=note, env=env)
     return draft.finish(inline.inline_css(draft.html).html)
 
 
@@ -418,17 +424,7 @@ def _deliver_issue(
         pending = book.counts(issue.id).pending
         total = pending if options.limit is None else min(pending, options.limit)
         skipped: list[str] = []
-        wanted = (
-            s
-            for s in file
-            if s.receives_mail
-            and (
-                (address := _address(composer, s)) is None
-                or book.is_pending(issue.id, address)
-                or composer.skip_reason(s) is not None
-            )
-        )
-        jobs = itertools.islice(_jobs(composer.compose_all(wanted), skipped), options.limit)
+        jobs = itertools.islice(_pending_copies(composer, book, file, skipped), options.limit)
         bounced: list[str] = []
         try:
             report = asyncio.run(
@@ -694,6 +690,29 @@ def _jobs(
             yield sender.Job(item.address, item.data, item.message_id)
 
 
+def _pending_copies(
+    composer: message.Composer, book: Ledger, file: SubscriberFile, skipped: list[str]
+) -> Iterator[sender.Job]:
+    """The copy of each subscribed reader whose row is pending, to the address frozen for it;
+    readers with a bad address or nothing in their sections go to `skipped`."""
+    issue_id = composer.issue.id
+    for subscriber in file:
+        if not subscriber.receives_mail:
+            continue
+        found = book.copy_of(issue_id, subscriber.email)
+        if found is None:  # not frozen for them, or frozen under the address's checked form
+            address = _address(composer, subscriber)
+            if address is None:
+                skipped.append(subscriber.email)
+                continue
+            found = book.copy_of(issue_id, address)
+        if composer.skip_reason(subscriber) is not None:
+            skipped.append(subscriber.email)
+        elif found is not None and found[0] is ledger.RowState.PENDING:
+            copy = composer.compose_to(subscriber, found[1])
+            yield sender.Job(copy.address, copy.data, copy.message_id)
+
+
 def _deliverable(composer: message.Composer, file: SubscriberFile) -> Iterator[Subscriber]:
     """The subscribed readers who get a copy of this issue (articles in their sections)."""
     return (s for s in file if s.receives_mail and composer.skip_reason(s) is None)
@@ -721,12 +740,20 @@ class _Renderer:
         self.config, self.issue = config, issue
         self.note = read_note(config.email.note)
         self._done: dict[str, render.Rendered] = {}
+        self._environments: dict[str, jinja2.Environment] = {}
 
     def __call__(self, variant: render.Variant) -> render.Rendered:
         key = _variant_key(variant)
         found = self._done.get(key)
         if found is None:
-            found = self._done[key] = render_issue(self.config, self.issue, variant, note=self.note)
+            env = self._environments.get(variant.language)
+            if env is None:  # compiling the templates is most of a variant's rendering
+                env = self._environments[variant.language] = render.environment(
+                    self.config, variant.language
+                )
+            found = self._done[key] = render_issue(
+                self.config, self.issue, variant, note=self.note, env=env
+            )
         return found
 
     def render_all(self, variants: Iterable[render.Variant]) -> None:

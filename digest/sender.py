@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 import aiosmtplib
+from aiosmtplib.protocol import SMTPProtocol
 
 from digest.errors import ConfigError, SendError
 from digest.ledger import Ledger
@@ -425,8 +426,8 @@ class _Connection:
             except (OSError, aiosmtplib.SMTPException) as err:
                 return _Verdict("retry", None, f"connecting: {_describe(err)}", connecting=True)
         try:
-            await client.mail(self.run.options.envelope_from)
-            await client.rcpt(job.address)
+            options = self.run.options
+            await _envelope(client, options.envelope_from, job.address, options.timeout)
         except aiosmtplib.SMTPResponseException as err:
             await self._after_refusal(err.code)
             if err.code < 500:
@@ -449,7 +450,7 @@ class _Connection:
             self._drop()
             return _Verdict("retry", None, f"before DATA: {_describe(err)}")
         try:
-            response = await client.data(job.message)
+            response = await _data(client, job.message, self.run.options.timeout)
         except aiosmtplib.SMTPResponseException as err:  # a clear answer: nothing was accepted
             await self._after_refusal(err.code)
             return _Verdict("failed" if err.code >= 500 else "retry", err.code, err.message)
@@ -541,6 +542,60 @@ class _Connection:
             pass
         finally:
             self._drop()
+
+
+async def _envelope(client: aiosmtplib.SMTP, sender: str, recipient: str, timeout: float) -> None:
+    """MAIL FROM and RCPT TO for addresses already checked: aiosmtplib's mail() and rcpt()
+    parse each address again with email.utils, on every message."""
+    protocol = _protocol(client)
+    async with asyncio.timeout(timeout):
+        mail = await protocol.execute_command(b"MAIL", b"FROM:<%s>" % sender.encode())
+    if mail.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, sender)
+    async with asyncio.timeout(timeout):
+        rcpt = await protocol.execute_command(b"RCPT", b"TO:<%s>" % recipient.encode())
+    if rcpt.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(rcpt.code, rcpt.message, recipient)
+
+
+async def _data(client: aiosmtplib.SMTP, message: bytes, timeout: float) -> aiosmtplib.SMTPResponse:
+    """DATA, then the message dot-stuffed (RFC 5321 4.5.2) and its end; the reply to the end.
+
+    aiosmtplib's own data() runs two regular expressions over every message (line endings,
+    then dots): 0.6 ms for a 35 KB copy, more than composing it. A Job's message already ends
+    every line in CRLF, so only the dots are left, and most copies have none. Timeouts are
+    asyncio.timeout blocks here and in _envelope: aiosmtplib's own go through wait_for, which
+    costs a callback and a future per reply.
+    """
+    protocol = _protocol(client)
+    async with asyncio.timeout(timeout):
+        start = await protocol.execute_command(b"DATA")
+    if start.code != 354:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    # write() never yields, so read_response() below is waiting before any reply is read.
+    protocol.write(dot_stuffed(message))
+    protocol.write(b".\r\n")
+    async with asyncio.timeout(timeout):
+        response = await protocol.read_response()
+    if response.code != 250:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
+
+
+def _protocol(client: aiosmtplib.SMTP) -> SMTPProtocol:
+    if client.protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    return client.protocol
+
+
+def dot_stuffed(message: bytes) -> bytes:
+    """A message with CRLF line endings as it goes after DATA: each line's leading "." doubled,
+    and a CRLF at the end if it lacked one."""
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    if message.startswith(b"."):
+        message = b"." + message
+    return message.replace(b"\r\n.", b"\r\n..") if b"\r\n." in message else message
 
 
 def _is_bounce(code: int, text: str) -> bool:

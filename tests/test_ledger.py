@@ -48,17 +48,16 @@ def test_freeze_stores_content_and_one_pending_row_per_address(ledger: Ledger) -
     assert ledger.issues()[0].issue_id == ISSUE
 
 
-def test_is_pending_answers_per_address_case_insensitively(ledger: Ledger) -> None:
-    """The sender asks row by row whether a reader's copy still waits; sent or unknown rows
-    and addresses never frozen do not."""
+def test_copy_of_gives_the_state_and_frozen_address_case_insensitively(ledger: Ledger) -> None:
+    """The sender asks reader by reader whether their copy still waits, and where it goes."""
     assert ledger.frozen_at(ISSUE) is None
     ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=AT)
     assert ledger.frozen_at(ISSUE) == AT
     send(ledger, "ana@example.org")
-    assert not ledger.is_pending(ISSUE, "ana@example.org")
-    assert ledger.is_pending(ISSUE, " BO@example.org")
-    assert not ledger.is_pending(ISSUE, "nobody@example.org")
-    assert not ledger.is_pending("2024-W20", "bo@example.org")
+    assert ledger.copy_of(ISSUE, "ana@example.org") == (RowState.SENT, "ana@example.org")
+    assert ledger.copy_of(ISSUE, " BO@example.org") == (RowState.PENDING, "bo@example.org")
+    assert ledger.copy_of(ISSUE, "nobody@example.org") is None
+    assert ledger.copy_of("2024-W20", "bo@example.org") is None
 
 
 def test_a_row_moves_from_pending_through_sending_to_sent(ledger: Ledger) -> None:

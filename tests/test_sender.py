@@ -31,6 +31,7 @@ from digest.sender import (
     SendReport,
     SmtpSettings,
     deliver,
+    dot_stuffed,
     read_settings,
 )
 
@@ -105,6 +106,44 @@ def test_a_pool_delivers_every_message_once_over_reused_connections(
     assert smtp_server.connections <= 3
     assert ledger.counts(ISSUE) == Counts(sent=60)
     assert {m.mail_from for m in smtp_server.messages} == {"bounces@example.org"}
+
+
+@pytest.mark.parametrize(
+    ("message", "on_the_wire"),
+    [
+        (
+            b"A: b\r\n\r\n.hidden\r\n..two\r\nend.\r\n",
+            b"A: b\r\n\r\n..hidden\r\n...two\r\nend.\r\n",
+        ),
+        (b".first\r\nno end", b"..first\r\nno end\r\n"),
+        (b"A: b\r\n\r\nno dot.\r\n", b"A: b\r\n\r\nno dot.\r\n"),
+    ],
+)
+def test_lines_starting_with_a_dot_are_doubled(
+    message: bytes, on_the_wire: bytes
+) -> None:
+    """RFC 5321 4.5.2: a line's leading dot is doubled, so only ".\\r\\n" ends the data."""
+    assert dot_stuffed(message) == on_the_wire
+
+
+def test_a_message_with_dot_lines_arrives_byte_for_byte(
+    smtp_server: SmtpRecorder, ledger: Ledger
+) -> None:
+    """The server undoes the stuffing: what it keeps is exactly the message composed."""
+    message = b"Subject: dots\r\n\r\n.\r\n.hidden\r\n..\r\nlast line\r\n"
+    ledger.freeze(ISSUE, variants={}, recipients=[Recipient("ana@example.org")], at=AT)
+    report = asyncio.run(
+        deliver(
+            [Job("ana@example.org", message, "<1@example.org>")],
+            ledger,
+            plain(smtp_server),
+            FAST,
+            issue_id=ISSUE,
+        )
+    )
+    assert report.sent == 1
+    (received,) = smtp_server.messages
+    assert received.data == message
 
 
 def test_a_second_run_sends_nothing_already_sent(smtp_server: SmtpRecorder, ledger: Ledger) -> None:
