@@ -282,11 +282,13 @@ def qp_encode(text: str, *, soft_end: bool = False) -> bytes:
     """`text` as quoted-printable lines with CRLF endings; with `soft_end`, ending in a soft line
     break unless it ends a line, so whatever follows starts at column 0.
 
-    Line breaks become CRLF: a text/* part has no other kind (RFC 2046).
+    Line breaks become CRLF: a text/* part has no other kind (RFC 2046). No line starts with
+    ".", so a message goes to SMTP as it is, with nothing to dot-stuff.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     encoded = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True)
-    lines = encoded.split(b"\n")  # the last is b"" when the text ends a line
+    # the last is b"" when the text ends a line
+    lines = [_no_leading_dot(line) for line in encoded.split(b"\n")]
     soft = soft_end and lines[-1] != b""
     # b2a_qp can leave a line's encoded trailing space ("=20") past column 76: cut it again.
     if soft or any(len(line) > QP_LINE for line in lines):
@@ -309,9 +311,15 @@ def _fit(line: bytes, limit: int) -> list[bytes]:
         while line[cut - 1 : cut] == b"=" or line[cut - 2 : cut - 1] == b"=":
             cut -= 1
         pieces.append(line[:cut] + b"=")
-        line = line[cut:]
+        line = _no_leading_dot(line[cut:])
     pieces.append(line)
     return pieces
+
+
+def _no_leading_dot(line: bytes) -> bytes:
+    """A line's leading "." encoded (=2E): SMTP would have to double it on every copy (the
+    <style> block's ".class {" lines), and a line of one "." would end the data."""
+    return b"=2E" + line[1:] if line.startswith(b".") else line
 
 
 @dataclass(frozen=True, slots=True)

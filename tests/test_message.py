@@ -519,6 +519,29 @@ def test_quoted_printable_lines_stay_within_76_even_where_b2a_qp_overruns() -> N
         assert encoded.endswith(b"=\r\n") is soft_end
 
 
+@settings(max_examples=200, deadline=None)
+@given(text=SPACEY, soft_end=st.booleans())
+def test_no_quoted_printable_line_starts_with_a_dot(text: str, soft_end: bool) -> None:
+    """Leading dots are encoded wherever a line starts (even in a cut line), so SMTP has nothing
+    to stuff; every line stays within 76 and the text decodes back."""
+    encoded = message.qp_encode(text + "." * 90 + "\n.note {\n", soft_end=soft_end)
+    lines = encoded.split(b"\r\n")
+    assert not any(line.startswith(b".") for line in lines)
+    assert max(len(line) for line in lines) <= 76
+    decoded = binascii.a2b_qp(encoded).decode("utf-8").replace("\r\n", "\n")
+    assert decoded == (text + "." * 90 + "\n.note {\n").replace("\r\n", "\n")
+
+
+def test_a_composed_copy_has_no_line_for_smtp_to_dot_stuff(
+    example: tuple[Config, Issue, Rendered],
+) -> None:
+    """The example issue (its <style> block is full of ".class" lines) needs no stuffing."""
+    config, issue, rendered = example
+    data = composer(config, issue, rendered).compose(READERS[0]).data
+    assert b".view-online" in binascii.a2b_qp(data) or b"=2Eview-online" in data
+    assert b"\r\n." not in data
+
+
 @pytest.mark.skipif(shutil.which("spamassassin") is None, reason="needs Debian's spamassassin")
 def test_the_example_issue_scores_under_2_with_spamassassins_local_rules(
     example: tuple[Config, Issue, Rendered], tmp_path: Path
