@@ -10,7 +10,7 @@ transaction, durable against a process crash (SIGKILL) without an fsync per mess
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -53,7 +53,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_PAGE = 1000  # rows per query when iterating pending rows
 _ROW_COLUMNS = (
     "issue_id, address, name, variant, state, attempts, message_id, reply_code, reply_text, "
     "queued_at, sending_at, finished_at"
@@ -235,25 +234,6 @@ class Ledger(SqliteFile):
                 (issue_id, email_key(address)),
             ).fetchone()
         return None if found is None else (RowState(found[0]), found[1])
-
-    def pending(self, issue_id: str) -> Iterator[Row]:
-        """The issue's `pending` rows in address order, read a page at a time.
-
-        Safe to mark rows while iterating: each page is a fresh query after the last key seen.
-        """
-        after = ""
-        while True:
-            with self._reading("reading pending rows") as db:
-                page = db.execute(
-                    f"SELECT key, {_ROW_COLUMNS} FROM deliveries "
-                    "WHERE issue_id = ? AND state = 'pending' AND key > ? ORDER BY key LIMIT ?",
-                    (issue_id, after, _PAGE),
-                ).fetchall()
-            for raw in page:
-                yield _row(raw[1:])
-            if len(page) < _PAGE:
-                return
-            after = page[-1][0]
 
     def row(self, issue_id: str, address: str) -> Row | None:
         """The row for this address, or None if the issue was not frozen for it."""

@@ -353,7 +353,6 @@ class SendOutcome:
     outbox: Path | None = None  # the Maildir the messages went to when SMTP_HOST is unset
     composed: int = 0  # dry run: copies composed
     sample: bytes | None = None  # dry run: the first copy, as it would be sent
-    complete: bool = False  # no copy of the issue is left pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,7 +454,6 @@ def _deliver_issue(
             unknown=report.unknown + frozen.made_unknown,
         ),
         outbox=settings.path if isinstance(settings, sender.Outbox) else None,
-        complete=complete,
     )
 
 

@@ -60,7 +60,7 @@ def addresses(count: int) -> list[str]:
 def jobs_for(book: Ledger, people: list[str]) -> Iterator[Job]:
     """Freeze the issue for these people, then compose their messages lazily, as pipeline will."""
     book.freeze(ISSUE, variants={"all": b"body"}, recipients=map(Recipient, people), at=AT)
-    for n, row in enumerate(book.pending(ISSUE)):
+    for n, row in enumerate(book.rows(ISSUE, RowState.PENDING)):
         message_id = f"<{n}.{ISSUE}@example.org>"
         message = (
             f"From: News <news@example.org>\r\nTo: {row.address}\r\nSubject: This week\r\n"
@@ -119,9 +119,7 @@ def test_a_pool_delivers_every_message_once_over_reused_connections(
         (b"A: b\r\n\r\nno dot.\r\n", b"A: b\r\n\r\nno dot.\r\n"),
     ],
 )
-def test_lines_starting_with_a_dot_are_doubled(
-    message: bytes, on_the_wire: bytes
-) -> None:
+def test_lines_starting_with_a_dot_are_doubled(message: bytes, on_the_wire: bytes) -> None:
     """RFC 5321 4.5.2: a line's leading dot is doubled, so only ".\\r\\n" ends the data."""
     assert dot_stuffed(message) == on_the_wire
 
