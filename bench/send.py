@@ -57,10 +57,11 @@ TARGET_RATIO = 0.5  # our messages/s against smtp-source's
 TARGET_MB = 250  # at 1,000,000 subscribers
 # The line `digest send` ends with; if its wording changes, the benchmark stops rather than guess.
 SUMMARY = re.compile(
-    r"^\S+: (?P<sent>\d+) sent, (?P<failed>\d+) failed, (?P<unknown>\d+) unknown, "
-    r"(?P<skipped>\d+) skipped in (?P<seconds>[\d.]+)s \((?P<rate>[\d.]+) messages/s\)",
+    r"^\S+: (?P<sent>[\d,]+) sent, (?P<failed>[\d,]+) failed, (?P<unknown>[\d,]+) unknown, "
+    r"(?P<skipped>[\d,]+) skipped in (?P<seconds>[\d.]+)s \((?P<rate>[\d.]+) messages/s\)",
     re.MULTILINE,
 )
+SUMMARY_COUNTS = ("sent", "failed", "unknown")
 
 
 def run() -> Iterator[str]:
@@ -111,8 +112,8 @@ def compare(
     summary = SUMMARY.search(output)
     if summary is None:
         raise RuntimeError(f"no summary line in digest send's output: {output[-2000:]}")
-    sent = int(summary["sent"])
-    if sent == 0 or int(summary["failed"]) or int(summary["unknown"]):
+    sent, failed, unknown = (int(summary[k].replace(",", "")) for k in SUMMARY_COUNTS)
+    if sent == 0 or failed or unknown:
         raise RuntimeError(f"digest send did not deliver every copy: {summary[0]}")
     ours, loop = sent / seconds, float(summary["rate"])
     yield (

@@ -416,13 +416,13 @@ def show_send_outcome(app: App, outcome: pipeline.SendOutcome, *, what: str = ""
     if outcome.outbox is not None:
         app.info(f"SMTP_HOST is unset: messages went to the Maildir {outcome.outbox}")
     click.echo(
-        f"{outcome.issue_id}{': ' + what if what else ''}: {report.sent} sent, "
-        f"{report.failed} failed, {report.unknown} unknown, {report.skipped} skipped "
+        f"{outcome.issue_id}{': ' + what if what else ''}: {report.sent:,} sent, "
+        f"{report.failed:,} failed, {report.unknown:,} unknown, {report.skipped:,} skipped "
         f"in {report.elapsed:.1f}s ({report.per_second:.1f} messages/s)"
     )
     if report.failed or report.unknown:
         raise PartialDelivery(
-            f"{report.failed} failed, {report.unknown} unknown",
+            f"{report.failed:,} failed, {report.unknown:,} unknown",
             hint="`digest issues show "
             f"{outcome.issue_id}` lists them; --retry-unknown resends unknown copies",
         )
@@ -696,8 +696,8 @@ def run_scheduled(app: App, log_file: Path | None, as_json: bool) -> None:
         log.event(
             "warning" if report.failed or report.unknown else "info",
             "sent",
-            f"{sent.issue_id}: {report.sent} sent, {report.failed} failed, {report.unknown} "
-            f"unknown, {report.skipped} skipped in {report.elapsed:.1f}s",
+            f"{sent.issue_id}: {report.sent:,} sent, {report.failed:,} failed, "
+            f"{report.unknown:,} unknown, {report.skipped:,} skipped in {report.elapsed:.1f}s",
             issue=sent.issue_id,
             sent=report.sent,
             failed=report.failed,

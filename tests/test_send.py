@@ -295,7 +295,7 @@ def test_without_a_terminal_progress_is_a_line_per_thousand_messages(project: Pa
         "2026-W47: 1,000/1,003 done, 1,000 sent, 0 failed, 0 unknown, "
         + result.stderr.split("unknown, ")[1].split("\n")[0]
     ]
-    assert "1003 sent, 0 failed, 0 unknown" in result.stdout
+    assert "1,003 sent, 0 failed, 0 unknown" in result.stdout
 
 
 def test_on_a_terminal_progress_is_a_bar(project: Path) -> None:
