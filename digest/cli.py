@@ -693,6 +693,8 @@ def run_scheduled(app: App, log_file: Path | None, as_json: bool) -> None:
                 log.event("warning", "source failed", f"{item.result.source}: {item.result.error}")
     for sent in outcome.sends:
         report = sent.report
+        if sent.outbox is not None:  # fine for trying digest out; from cron, a forgotten setting
+            log.event("warning", "outbox", f"SMTP_HOST is unset: messages went to {sent.outbox}")
         log.event(
             "warning" if report.failed or report.unknown else "info",
             "sent",

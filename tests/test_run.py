@@ -133,6 +133,15 @@ def test_json_log_lines_for_log_collectors(
     assert datetime.fromisoformat(sent["time"]).tzinfo is not None
 
 
+def test_a_run_into_the_outbox_says_so_on_stderr(project: Path) -> None:
+    """From cron, an unset SMTP_HOST is a forgotten setting: the run says where mail went."""
+    result = run(project, "run", env={"DIGEST_SECRET": SECRET, "SMTP_HOST": None})
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    outbox = project.parent / "outbox"
+    assert result.stderr == f"warning: SMTP_HOST is unset: messages went to {outbox}\n"
+
+
 def test_problems_go_to_stderr_and_the_exit_code(project: Path, smtp: SmtpRecorder) -> None:
     """A refused reader is a problem cron should mail: a warning line and exit 3."""
     smtp.refuse("bo.li@example.net", "550 5.1.1 no such mailbox")
