@@ -557,25 +557,19 @@ def run_scheduled(
     selected and sent, unless it was sent already or has fewer than min_articles articles.
     A run that finds another one (or a `digest send`) in progress does nothing.
     """
-    path = _ledger_path(config).with_name(RUN_LOCK)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with filelock.FileLock(path, timeout=0):
-            return _run(config, now=now, progress=progress)
-    except (filelock.Timeout, SendInProgress):
+        return _run(config, now=now, progress=progress)
+    except SendInProgress:  # the send lock is held for the whole of a run
         return RunOutcome("in progress", "another run is in progress")
-
-
-RUN_LOCK = "run.lock"  # beside the ledger; held for a whole `digest run`
 
 
 def _run(
     config: Config, *, now: datetime, progress: Callable[[SendProgress], None] | None
 ) -> RunOutcome:
     settings = sender.read_settings(config.env, root=config.root)
-    with Ledger.open(_ledger_path(config)) as book:
-        unfinished = [known.issue_id for known in book.issues() if known.counts.pending]
     with _send_lock(config):
+        with Ledger.open(_ledger_path(config)) as book:
+            unfinished = [known.issue_id for known in book.issues() if known.counts.pending]
         resumed = tuple(
             _deliver_issue(
                 config,
@@ -588,17 +582,18 @@ def _run(
             for issue_id in unfinished
         )
         with Archive.open(config.archive_path) as archive:
-            since = archive.unsent_since()
-        period = schedule.scheduled_period(
-            config.schedule, timezone=config.newsletter.timezone, now=now, last_sent_end=since
-        )
+            period = schedule.scheduled_period(
+                config.schedule,
+                timezone=config.newsletter.timezone,
+                now=now,
+                last_sent_end=archive.unsent_since(),
+            )
+            skipped = None if period is None else archive.skip_reason(period.end)
         if period is None:
             status: RunStatus = "sent" if resumed else "already sent"
             ids = ", ".join(outcome.issue_id for outcome in resumed)
             reason = f"resumed {ids}" if resumed else "the current period's issue was sent"
             return RunOutcome(status, reason, sends=resumed)
-        with Archive.open(config.archive_path) as archive:
-            skipped = archive.skip_reason(period.end)
         if skipped is not None:
             return RunOutcome("too few articles", skipped, sends=resumed)
         collected = collect(config, now=now)
