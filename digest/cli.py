@@ -35,7 +35,7 @@ from digest import (
     tokens,
     web,
 )
-from digest.config import Config, load_config
+from digest.config import Config, is_loopback, load_config
 from digest.errors import (
     ConfigError,
     DigestError,
@@ -281,7 +281,7 @@ def serve(app: App, host: str, port: int) -> None:
     \b
       digest serve --port 8026
     """
-    if not web.is_loopback(host):
+    if not is_loopback(host):
         app.warn(
             f"listening on {host}, beyond this machine: readers' links carry their token, "
             "so serve them only over HTTPS, through a reverse proxy"

@@ -6,6 +6,7 @@ names the file, the line, the key and what was expected. docs/configuration.md d
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -592,6 +593,16 @@ def _unique(r: _Reader, key: str, names: list[str]) -> None:
         if name in seen:
             raise r.error(key, f"two entries are named {name!r}", hint="names must be unique")
         seen.add(name)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach: 127.0.0.0/8, ::1 and localhost."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_language(value: str) -> bool:

@@ -27,8 +27,8 @@ import dns.exception
 import dns.resolver
 from cryptography.hazmat.primitives import serialization
 
-from digest import message, pipeline, render, selector, sender, sources, subscribers, tokens, web
-from digest.config import Config
+from digest import message, pipeline, render, selector, sender, sources, subscribers, tokens
+from digest.config import Config, is_loopback
 from digest.errors import DigestError
 from digest.models import Article, Image, Issue, Period, Section
 from digest.sources import SourceResult
@@ -437,7 +437,7 @@ def _unsubscribe_url(config: Config) -> Iterator[Check]:
         "put `digest serve` behind an HTTPS reverse proxy and set [newsletter] public_url to "
         "its https:// address"
     )
-    if web.is_loopback(parts.hostname or ""):
+    if is_loopback(parts.hostname or ""):
         yield Check("unsubscribe", "warn", f"{url} is plain http on this machine only", hint)
         return
     yield Check(

@@ -25,7 +25,6 @@ in WAL mode (two per message), far less than an SMTP round trip.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import mailbox
 import random
 import ssl
@@ -39,6 +38,7 @@ from typing import Literal
 import aiosmtplib
 from aiosmtplib.protocol import SMTPProtocol
 
+from digest.config import is_loopback
 from digest.errors import ConfigError, SendError
 from digest.ledger import Ledger
 
@@ -130,7 +130,7 @@ def read_settings(env: Mapping[str, str], *, root: Path) -> SmtpSettings | Outbo
             hint="starttls for port 587, tls for port 465",
         )
     security: Security = raw_security
-    if security == "none" and not _is_loopback(host):
+    if security == "none" and not is_loopback(host):
         raise ConfigError(
             f"SMTP_SECURITY: none is allowed only for a relay on this machine, not {host!r}",
             hint="use starttls or tls; mail and passwords would cross the network in clear",
@@ -153,15 +153,6 @@ def read_settings(env: Mapping[str, str], *, root: Path) -> SmtpSettings | Outbo
             hint="a relay that needs no login needs neither",
         )
     return SmtpSettings(host, port, security, username, password)
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 async def deliver(

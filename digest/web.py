@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import signal
 import threading
 import traceback
@@ -131,16 +130,6 @@ def serve(
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach: 127.0.0.0/8, ::1 and localhost."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.config import load_config
+from digest.config import is_loopback, load_config
 from digest.errors import ConfigError
 
 MINIMAL = """\
@@ -250,3 +250,9 @@ def test_bad_send_and_schedule_values_are_refused(
     is_newsletter_key = extra.startswith("[newsletter]")
     text = MINIMAL.replace("[newsletter]\n", extra) if is_newsletter_key else extra + MINIMAL
     assert expected in load_error(write(tmp_path, text))
+
+
+def test_loopback_means_this_machine_only() -> None:
+    """127.0.0.0/8, ::1 and localhost are loopback; the wildcard and other addresses are not."""
+    assert all(map(is_loopback, ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "", "::", "192.0.2.7", "example.org"]))
