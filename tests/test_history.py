@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chromium import launch, needs_chromium
 from click.testing import CliRunner, Result
 from example_issue import NOW, READER, WEEK, example_project
 from smtp_server import SmtpRecorder, running
@@ -301,14 +302,12 @@ def test_the_archived_page_drops_the_link_to_itself(sent: Sent, tmp_path: Path) 
 # -- in Chromium -------------------------------------------------------------------------------
 
 
+@needs_chromium
 def test_pages_fit_and_meet_contrast_in_chromium(sent: Sent, tmp_path: Path) -> None:
     """The archived page, the index and the email with its link fit 600 and 375 px, light and
     dark, with every text at 4.5:1 or more; screenshots are kept beside the others."""
-    from test_in_browser import ARGS, CHROMIUM, TEXT_COLOURS, contrast, open_email
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (make test does it)")
     from playwright.sync_api import sync_playwright
+    from test_in_browser import TEXT_COLOURS, contrast, open_email
 
     history.write_web_archive(sent.config, tmp_path)
     documents = {
@@ -319,7 +318,7 @@ def test_pages_fit_and_meet_contrast_in_chromium(sent: Sent, tmp_path: Path) -> 
     folder = Path(os.environ.get("DIGEST_SCREENSHOTS") or tmp_path)
     low: list[Any] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(playwright)
         for name, html in documents.items():
             for width in (600, 375):
                 for scheme in ("light", "dark"):

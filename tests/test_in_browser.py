@@ -12,26 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chromium import launch, needs_chromium
 from example_issue import READER, example_project
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from digest import pipeline, render
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 WIDTHS = (600, 375)
 SCHEMES = ("light", "dark")
 NOTE = "We spent the week at the port.\n\nWrite back: every letter is read."
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test does it)"
-)
+pytestmark = needs_chromium
 
 
 def placeholder_png(width: int = 1200, height: int = 800) -> bytes:
@@ -70,7 +61,7 @@ def browser(built_html: str) -> Iterator[Browser]:
     # Depends on built_html so the email is built first: collecting uses asyncio.run, which
     # cannot run inside the event loop Playwright's sync API keeps going.
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        launched = launch(playwright)
         yield launched
         launched.close()
 

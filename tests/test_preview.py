@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chromium import launch, needs_chromium
 from click.testing import CliRunner
 from example_issue import NOW, WEEK, example_project
 from waitress.server import BaseWSGIServer
@@ -31,14 +32,6 @@ from digest.cli import cli
 from digest.config import Config, load_config
 from digest.models import Issue
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 SUBSCRIBERS = [
     "ana.perez@example.org",
     "bo.li@example.net",
@@ -473,7 +466,7 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no {CHROMIUM}: `make test` installs it")
+@needs_chromium
 def test_in_chromium_choose_a_reader_read_the_text_and_see_edits_arrive(
     running: Running, screenshots: Path
 ) -> None:
@@ -496,7 +489,7 @@ def test_in_chromium_choose_a_reader_read_the_text_and_see_edits_arrive(
     running.configure('[email]\ntemplates = "mine"\n')
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.route("**/*", local_only)

@@ -24,6 +24,7 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 from babel.messages.pofile import read_po
+from chromium import launch, needs_chromium
 from click.testing import CliRunner
 from waitress.server import BaseWSGIServer
 
@@ -36,7 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "digest.toml"
 SECRET = "k3Vq8yN2-pLx7RfT0cWd5HsJ9mBz4GaE"
 NOW = datetime(2026, 11, 23, 15, 4, 5, tzinfo=UTC)
-CHROMIUM = Path("/usr/bin/chromium")
 SUBSCRIBERS = """\
 email,first_name,last_name,status,sections,language,subscribed_at,unsubscribed_at,source
 ana.perez@example.org,Ana,Pérez,subscribed,,es,2025-03-14T09:12:00+00:00,,signup-form
@@ -639,7 +639,7 @@ def test_unsubscribe_refuses_a_bad_token_or_a_mismatch(config: Config, tmp_path:
 # --- once in Chromium
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no {CHROMIUM}: `make test` installs it")
+@needs_chromium
 def test_in_chromium_confirm_unsubscribes(site: Site, tmp_path: Path) -> None:
     """Headless Chromium at 375 px: nothing overflows; click Unsubscribe, see the row change.
 
@@ -648,16 +648,7 @@ def test_in_chromium_confirm_unsubscribes(site: Site, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
+        browser = launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 375, "height": 740})
             for name in ("preferences", "unsubscribe"):
