@@ -12,9 +12,9 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from smtp_server import SlowData, SmtpRecorder, kill_at, running
-from test_send import SECRET, SUBSCRIBED, ledger_counts, smtp_env
+from test_send import SECRET, SUBSCRIBED, ledger_counts, run, smtp_env
 
 from digest import pipeline, schedule
 from digest.archive import Archive
@@ -25,10 +25,6 @@ from digest.pipeline import LEDGER_FILE
 
 WEEKLY = '[schedule]\nevery = "week"\nday = "saturday"\ntime = "08:00"\n'  # the example's
 DAILY = '[schedule]\nevery = "day"\ntime = "06:00"\n'
-
-
-def run(config: Path, *args: str, env: dict[str, str | None]) -> Result:
-    return CliRunner().invoke(cli, ["--config", str(config), *args], env=env)
 
 
 def feed(published: list[datetime]) -> str:
