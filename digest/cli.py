@@ -684,8 +684,8 @@ def run_scheduled(app: App, log_file: Path | None, as_json: bool) -> None:
     try:
         with send_progress(app) if app.verbose else contextlib.nullcontext() as progress:
             outcome = pipeline.run_scheduled(app.config, now=app.now, progress=progress)
-    except DigestError as err:
-        log.event("error", "failed", str(err))
+    except DigestError as err:  # the group prints it; the log file keeps it too
+        log.write("error", "failed", str(err))
         raise
     if outcome.collected is not None:
         for item in outcome.collected.reports:
@@ -730,6 +730,10 @@ class RunLog:
             click.echo(f"{level}: {message}", err=True)
         elif self.verbose:
             click.echo(message)
+        self.write(level, event, message, **fields)
+
+    def write(self, level: str, event: str, message: str, **fields: object) -> None:
+        """The log file's line for the event, if there is a log file."""
         if self.path is None:
             return
         moment = datetime.now().astimezone().isoformat(timespec="seconds")

@@ -190,3 +190,15 @@ def test_a_run_killed_mid_send_is_resumed_by_the_next_run(project: Path) -> None
     with Ledger.open(load_config(project).archive_path.parent / LEDGER_FILE) as book:
         (issue,) = book.issues()
     assert ledger_counts(project, issue.issue_id) == (2, 0, 1, 0)
+
+
+def test_an_error_is_one_line_on_stderr_and_one_in_the_log(project: Path, tmp_path: Path) -> None:
+    """A broken config stops the run: cron mails one error line, and the log file keeps it."""
+    edit(project, 'every = "day"', 'every = "fortnight"')
+    log = tmp_path / "digest.log"
+    result = run(project, "run", "--log-file", str(log), env={})
+    assert result.exit_code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: digest.toml:") and "schedule.every" in line
+    (logged,) = log.read_text(encoding="utf-8").splitlines()
+    assert " error failed: digest.toml:" in logged
