@@ -10,7 +10,7 @@ transaction, durable against a process crash (SIGKILL) without an fsync per mess
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -51,6 +51,17 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX deliveries_state ON deliveries (issue_id, state, key);
     """,
+)
+
+# A claim and an outcome: conditional updates, so a row moves only from the state it was seen in.
+_CLAIM = (
+    "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, "
+    "message_id = coalesce(?, message_id), sending_at = ? "
+    "WHERE issue_id = ? AND key = ? AND state = 'pending'"
+)
+_FINISH = (
+    "UPDATE deliveries SET state = ?, reply_code = ?, reply_text = ?, "
+    "finished_at = ? WHERE issue_id = ? AND key = ? AND state = 'sending'"
 )
 
 _ROW_COLUMNS = (
@@ -94,6 +105,24 @@ class Row:
     queued_at: datetime
     sending_at: datetime | None
     finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Take a `pending` row before its message goes out (see `Ledger.mark_sending`)."""
+
+    address: str
+    message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of a `sending` row: SENT, FAILED or UNKNOWN, with the server's reply."""
+
+    address: str
+    state: RowState
+    code: int | None
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,32 +281,46 @@ class Ledger(SqliteFile):
         A conditional update in its own committed transaction: of two processes, only one
         claims a row, and the claim is on disk before the message leaves.
         """
-        with self._transaction("claiming a row") as db:
-            claimed = db.execute(
-                "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, "
-                "message_id = coalesce(?, message_id), sending_at = ? "
-                "WHERE issue_id = ? AND key = ? AND state = 'pending'",
-                (message_id, _iso(at), issue_id, email_key(address)),
-            ).rowcount
-        return claimed == 1
+        return self.write(issue_id, [Claim(address, message_id)], at=at)[0]
+
+    def write(self, issue_id: str, steps: Sequence[Claim | Outcome], *, at: datetime) -> list[bool]:
+        """Claims and outcomes applied in order in one transaction; for each, whether its row
+        moved (a claim: it was pending; an outcome: it was sending).
+
+        The sender gathers the steps of every connection within one turn of its event loop: a
+        commit is most of a step's cost, and each claim is still on disk before its message
+        goes out.
+        """
+        moment = _iso(at)
+        moved: list[bool] = []
+        with self._transaction("recording deliveries") as db:
+            for step in steps:
+                key = email_key(step.address)
+                if isinstance(step, Claim):
+                    cursor = db.execute(_CLAIM, (step.message_id, moment, issue_id, key))
+                else:
+                    values = (step.state.value, step.code, step.text, moment, issue_id, key)
+                    cursor = db.execute(_FINISH, values)
+                moved.append(cursor.rowcount == 1)
+        return moved
 
     def mark_sent(
         self, issue_id: str, address: str, *, code: int | None, text: str, at: datetime
     ) -> bool:
         """The server accepted the message."""
-        return self._finish(issue_id, address, RowState.SENT, code, text, at)
+        return self.write(issue_id, [Outcome(address, RowState.SENT, code, text)], at=at)[0]
 
     def mark_failed(
         self, issue_id: str, address: str, *, code: int | None, text: str, at: datetime
     ) -> bool:
         """The message was refused for good, or ran out of attempts."""
-        return self._finish(issue_id, address, RowState.FAILED, code, text, at)
+        return self.write(issue_id, [Outcome(address, RowState.FAILED, code, text)], at=at)[0]
 
     def mark_unknown(
         self, issue_id: str, address: str, *, code: int | None, text: str, at: datetime
     ) -> bool:
         """The data went out but no verdict came back: maybe delivered, not retried."""
-        return self._finish(issue_id, address, RowState.UNKNOWN, code, text, at)
+        return self.write(issue_id, [Outcome(address, RowState.UNKNOWN, code, text)], at=at)[0]
 
     def release(self, issue_id: str, address: str) -> bool:
         """Put a `sending` row whose data never went out back to `pending`."""
@@ -297,23 +340,6 @@ class Ledger(SqliteFile):
                 "WHERE issue_id = ? AND key = ? AND state = 'sending'",
                 (issue_id, email_key(address)),
             )
-
-    def _finish(
-        self,
-        issue_id: str,
-        address: str,
-        state: RowState,
-        code: int | None,
-        text: str,
-        at: datetime,
-    ) -> bool:
-        with self._transaction(f"marking a row {state}") as db:
-            changed = db.execute(
-                "UPDATE deliveries SET state = ?, reply_code = ?, reply_text = ?, "
-                "finished_at = ? WHERE issue_id = ? AND key = ? AND state = 'sending'",
-                (state.value, code, text, _iso(at), issue_id, email_key(address)),
-            ).rowcount
-        return changed == 1
 
     def counts(self, issue_id: str) -> Counts:
         """How many of the issue's rows are in each state."""

@@ -18,8 +18,8 @@ takes jobs from a short queue fed lazily by the composer. Every message's ledger
   then it is raised.
 
 A job waits for the rate limit before its row is claimed, so held-back rows stay `pending`.
-Ledger writes are small synchronous SQLite transactions made on the event loop: about 50 us each
-in WAL mode (two per message), far less than an SMTP round trip.
+Ledger writes are synchronous SQLite transactions made on the event loop, far shorter than an
+SMTP round trip; the pool's claims and outcomes are gathered into one per turn of the loop.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from aiosmtplib.protocol import SMTPProtocol
 
 from digest.config import is_loopback
 from digest.errors import ConfigError, SendError
-from digest.ledger import Ledger
+from digest.ledger import Claim, Ledger, Outcome, RowState
 
 Security = Literal["starttls", "tls", "none"]
 SECURITIES: tuple[Security, ...] = ("starttls", "tls", "none")
@@ -203,21 +203,24 @@ class _Run:
         self.started = time.monotonic()
 
     def claim(self, job: Job) -> bool:
+        """Claim the job's row now, in a transaction of its own."""
         claimed = self.ledger.mark_sending(
             self.issue_id, job.address, message_id=job.message_id, at=_now()
         )
+        return self.counted(claimed)
+
+    def counted(self, claimed: bool) -> bool:
         if not claimed:
             self.skipped += 1
         return claimed
 
-    def record(self, job: Job, verdict: _Verdict) -> None:
-        mark = {
-            "sent": self.ledger.mark_sent,
-            "failed": self.ledger.mark_failed,
-            "bounced": self.ledger.mark_failed,
-            "unknown": self.ledger.mark_unknown,
-        }[verdict.kind]
-        mark(self.issue_id, job.address, code=verdict.code, text=verdict.text, at=_now())
+    def record(self, job: Job, verdict: _Verdict, book: _Book | None = None) -> None:
+        """Count the verdict and write it: with the pool's next batch, or now."""
+        outcome = Outcome(job.address, _STATES[verdict.kind], verdict.code, verdict.text)
+        if book is None:
+            self.ledger.write(self.issue_id, [outcome], at=_now())
+        else:
+            book.finish(outcome)
         if verdict.kind == "sent":
             self.sent += 1
         elif verdict.kind == "unknown":
@@ -267,6 +270,70 @@ class _Verdict:
     connecting: bool = False  # no connection could be opened for this attempt
 
 
+_STATES: Mapping[str, RowState] = {
+    "sent": RowState.SENT,
+    "failed": RowState.FAILED,
+    "bounced": RowState.FAILED,
+    "unknown": RowState.UNKNOWN,
+}
+
+
+class _Book:
+    """The pool's ledger writes, gathered: the claims and outcomes of every connection made
+    within one turn of the event loop are committed together just after it. A commit is most
+    of a write's cost, and a claim is still on disk before its message goes out.
+
+    A connection's outcome is queued before its next claim, so they share a commit or the
+    outcome goes first: a crash still leaves at most one `sending` row per connection.
+    """
+
+    def __init__(self, ledger: Ledger, issue_id: str) -> None:
+        self.ledger, self.issue_id = ledger, issue_id
+        self._steps: list[Claim | Outcome] = []
+        self._waiting: list[asyncio.Future[bool] | None] = []
+        self._error: Exception | None = None
+
+    def claim(self, job: Job) -> asyncio.Future[bool]:
+        """Resolves to whether the row was pending and is now claimed, once committed."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._add(Claim(job.address, job.message_id), waiter)
+        return waiter
+
+    def finish(self, outcome: Outcome) -> None:
+        self._add(outcome, None)
+
+    def _add(self, step: Claim | Outcome, waiter: asyncio.Future[bool] | None) -> None:
+        if self._error is not None:
+            raise self._error
+        if not self._steps:
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+        self._steps.append(step)
+        self._waiting.append(waiter)
+
+    def _flush_soon(self) -> None:
+        self.flush(raising=False)  # an error is raised by the next claim, or the final flush
+
+    def flush(self, *, raising: bool = True) -> None:
+        """Commit what is queued; with `raising`, raise (LedgerError) if that, or an earlier
+        batch, failed."""
+        steps, waiting = self._steps, self._waiting
+        self._steps, self._waiting = [], []
+        if self._error is None and steps:
+            try:
+                moved = self.ledger.write(self.issue_id, steps, at=_now())
+            except Exception as err:
+                self._error = err
+                for waiter in waiting:
+                    if waiter is not None and not waiter.done():
+                        waiter.set_exception(err)
+            else:
+                for waiter, claimed in zip(waiting, moved, strict=True):
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(claimed)
+        if self._error is not None and raising:
+            raise self._error
+
+
 class _Fatal(Exception):
     """Stop the run: the relay will not take mail from us as configured."""
 
@@ -294,6 +361,8 @@ class _Limiter:
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
     async def acquire(self) -> None:
+        if not self._buckets and not self._lock.locked() and time.monotonic() >= self._paused_until:
+            return  # nothing to wait for: skip the lock, taken a thousand times a second
         async with self._lock:  # waiters queue here, so the buckets are shared fairly
             while True:
                 now = time.monotonic()
@@ -343,27 +412,34 @@ async def _over_smtp(jobs: Iterable[Job], settings: SmtpSettings, run: _Run) -> 
         try:
             while (job := await queue.get()) is not None:
                 if run.fatal is None:
-                    await _send_one(job, connection, limiter, run)
+                    await _send_one(job, connection, limiter, book, run)
         finally:
             await connection.quit()
 
+    book = _Book(run.ledger, run.issue_id)
+    finished = False
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(produce())
             for _ in range(options.concurrency):
                 group.create_task(work())
+        finished = True
     except BaseExceptionGroup as group:  # a bug or a LedgerError: show it, not the group
         raise group.exceptions[0] from None
+    finally:
+        book.flush(raising=finished)  # when stopped by an error, keep what can be kept
     if run.fatal is not None:
         raise run.fatal
     if run.stopped_by is not None:
         raise run.stopped_by
 
 
-async def _send_one(job: Job, connection: _Connection, limiter: _Limiter, run: _Run) -> None:
+async def _send_one(
+    job: Job, connection: _Connection, limiter: _Limiter, book: _Book, run: _Run
+) -> None:
     # Wait for the rate limit before claiming, so no row sits `sending` while held back.
     await limiter.acquire()
-    if not run.claim(job):
+    if not run.counted(await book.claim(job)):
         return
     options = run.options
     attempt = 1
@@ -378,7 +454,7 @@ async def _send_one(job: Job, connection: _Connection, limiter: _Limiter, run: _
                 run.fatal = fatal.error
             return
         if verdict.kind != "retry":
-            run.record(job, verdict)
+            run.record(job, verdict, book)
             return
         if attempt >= options.max_attempts:
             if verdict.connecting:  # the relay is gone: stop rather than fail the whole list
@@ -390,7 +466,8 @@ async def _send_one(job: Job, connection: _Connection, limiter: _Limiter, run: _
                         hint="run the send again when the relay is back; it resumes",
                     )
                 return
-            run.record(job, _Verdict("failed", verdict.code, f"{attempt} attempts: {verdict.text}"))
+            failed = _Verdict("failed", verdict.code, f"{attempt} attempts: {verdict.text}")
+            run.record(job, failed, book)
             return
         delay = options.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
         if verdict.code in THROTTLING:

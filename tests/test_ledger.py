@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from digest.errors import LedgerError
-from digest.ledger import Counts, Ledger, Recipient, RowState
+from digest.ledger import Claim, Counts, Ledger, Outcome, Recipient, RowState
 
 AT = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 LATER = AT + timedelta(hours=1)
@@ -45,6 +45,30 @@ def test_freeze_stores_content_and_one_pending_row_per_address(ledger: Ledger) -
     assert ledger.counts(ISSUE) == Counts(pending=3)
     assert [r.address for r in ledger.rows(ISSUE, RowState.PENDING)] == [p.address for p in PEOPLE]
     assert ledger.issues()[0].issue_id == ISSUE
+
+
+def test_write_applies_claims_and_outcomes_in_order_in_one_transaction(ledger: Ledger) -> None:
+    """The sender's batch: each step moves its row only from the state it expects, in order, so
+    one batch can finish a copy and claim it again never."""
+    ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=AT)
+    moved = ledger.write(
+        ISSUE,
+        [
+            Claim("ana@example.org", "<a@x>"),
+            Outcome("ana@example.org", RowState.SENT, 250, "ok"),
+            Claim("ana@example.org", "<a2@x>"),  # sent already: not claimed again
+            Claim("BO@example.org", None),
+            Outcome("cy@example.org", RowState.FAILED, 550, "never claimed"),
+        ],
+        at=LATER,
+    )
+    assert moved == [True, True, False, True, False]
+    ana = ledger.row(ISSUE, "ana@example.org")
+    assert ana is not None
+    assert (ana.state, ana.message_id, ana.reply_code, ana.finished_at) == (
+        RowState.SENT, "<a@x>", 250, LATER
+    )  # fmt: skip
+    assert ledger.counts(ISSUE) == Counts(pending=1, sending=1, sent=1)
 
 
 def test_copy_of_gives_the_state_and_frozen_address_case_insensitively(ledger: Ledger) -> None:
