@@ -58,7 +58,7 @@ TARGET_MB = 250  # at 1,000,000 subscribers
 # The line `digest send` ends with; if its wording changes, the benchmark stops rather than guess.
 SUMMARY = re.compile(
     r"^\S+: (?P<sent>[\d,]+) sent, (?P<failed>[\d,]+) failed, (?P<unknown>[\d,]+) unknown, "
-    r"(?P<skipped>[\d,]+) skipped in (?P<seconds>[\d.]+)s \((?P<rate>[\d.]+) messages/s\)",
+    r"(?P<skipped>[\d,]+) skipped in (?P<seconds>[\d.]+)s \((?P<rate>[\d.]+) messages/s[^)]*\)",
     re.MULTILINE,
 )
 SUMMARY_COUNTS = ("sent", "failed", "unknown")

@@ -2,4 +2,5 @@
 
 from digest.cli import main
 
-main()
+if __name__ == "__main__":  # a sending process imports this module again: it must not run main
+    main()

@@ -350,6 +350,11 @@ def preview_issue(
     help="SMTP connections at once (default: [send] concurrency, 4).",
 )
 @click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Processes sharing them (default: [send] processes, one per CPU).",
+)
+@click.option(
     "--rate",
     type=click.FloatRange(min=0, min_open=True),
     help="At most R messages/s (default: [send] rate, none).",
@@ -365,6 +370,7 @@ def send(
     test_addresses: tuple[str, ...],
     limit: int | None,
     concurrency: int | None,
+    processes: int | None,
     rate: float | None,
     retry_unknown: bool,
     include_new: bool,
@@ -389,6 +395,7 @@ def send(
         return
     options = pipeline.SendOptions(
         concurrency=concurrency,
+        processes=processes,
         rate=rate,
         retry_unknown=retry_unknown,
         include_new=include_new,
@@ -418,7 +425,8 @@ def show_send_outcome(app: App, outcome: pipeline.SendOutcome, *, what: str = ""
     click.echo(
         f"{outcome.issue_id}{': ' + what if what else ''}: {report.sent:,} sent, "
         f"{report.failed:,} failed, {report.unknown:,} unknown, {report.skipped:,} skipped "
-        f"in {report.elapsed:.1f}s ({report.per_second:.1f} messages/s)"
+        f"in {report.elapsed:.1f}s ({report.per_second:.1f} messages/s"
+        + (f", {outcome.processes} processes)" if outcome.processes > 1 else ")")
     )
     if report.failed or report.unknown:
         raise PartialDelivery(

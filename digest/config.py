@@ -97,7 +97,8 @@ class TrackingSettings:
 class SendSettings:
     """Defaults for `digest send` and `digest run`: the pool, the pace and the retries."""
 
-    concurrency: int = 4  # SMTP connections at once
+    concurrency: int = 4  # SMTP connections at once, over all the sending processes
+    processes: int | None = None  # sending processes for a large list; None: one per CPU
     rate: float | None = None  # messages per second across the pool; None: as fast as allowed
     per_hour: int | None = None  # provider caps (SES, Google Workspace), counted within a run
     per_day: int | None = None
@@ -543,6 +544,7 @@ def _send(r: _Reader, raw: Mapping[str, Any]) -> SendSettings:
     retry_delay, timeout = seconds("retry_delay"), seconds("timeout")
     return SendSettings(
         concurrency=d.concurrency if concurrency is None else concurrency,
+        processes=count("processes", 1),
         rate=seconds("rate"),
         per_hour=count("per_hour", 1),
         per_day=count("per_day", 1),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class DigestError(Exception):
     """A problem the user can fix; the CLI shows it as one line."""
@@ -15,6 +17,14 @@ class DigestError(Exception):
     def __str__(self) -> str:
         text = f"{self.where}: {self.message}" if self.where else self.message
         return f"{text} (hint: {self.hint})" if self.hint else text
+
+    def __reduce__(self) -> tuple[Callable[..., DigestError], tuple[object, ...]]:
+        # A sending process hands its error to the parent by pickle: keep where and hint.
+        return _rebuild, (type(self), self.message, self.where, self.hint)
+
+
+def _rebuild(kind: type[DigestError], message: str, where: str, hint: str) -> DigestError:
+    return kind(message, where=where, hint=hint)
 
 
 class ConfigError(DigestError):

@@ -234,9 +234,7 @@ class Ledger(SqliteFile):
                         (issue_id,),
                     ).rowcount
             frozen_at = stored[0] if stored is not None else moment
-            content = dict(
-                db.execute("SELECT key, content FROM variants WHERE issue_id = ?", (issue_id,))
-            )
+        content = self.variants(issue_id)
         return Frozen(
             issue_id=issue_id,
             frozen_at=_parse(frozen_at),
@@ -359,6 +357,14 @@ class Ledger(SqliteFile):
                 "SELECT id, frozen_at FROM issues ORDER BY frozen_at, id"
             ).fetchall()
         return [IssueSummary(i, _parse(at), self.counts(i)) for i, at in listed]
+
+    def variants(self, issue_id: str) -> dict[str, bytes]:
+        """The issue's frozen variants by key: what a sending process composes from."""
+        with self._reading("reading variants") as db:
+            found = db.execute(
+                "SELECT key, content FROM variants WHERE issue_id = ?", (issue_id,)
+            ).fetchall()
+        return {str(key): bytes(content) for key, content in found}
 
     def variant(self, issue_id: str, key: str) -> bytes | None:
         """One variant as frozen with the issue, or None if its send never needed it."""

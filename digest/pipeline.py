@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,7 +21,18 @@ from typing import Literal
 import filelock
 import jinja2
 
-from digest import inline, ledger, message, render, schedule, selector, sender, sources, tokens
+from digest import (
+    inline,
+    ledger,
+    message,
+    render,
+    schedule,
+    selector,
+    sender,
+    shards,
+    sources,
+    tokens,
+)
 from digest.archive import Archive, UpsertCounts
 from digest.config import Config
 from digest.errors import (
@@ -329,6 +341,8 @@ def write_sample(copy: Sample, out_dir: Path) -> tuple[Path, Path, Path]:
 
 
 LEDGER_FILE = "ledger.sqlite3"  # beside the archive
+# Fewer copies than this per sending process, and another process costs more than it saves.
+SHARE_LEAST = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +350,7 @@ class SendOptions:
     """How `digest send` delivers: the pool, the rate, and which rows to (re)send."""
 
     concurrency: int | None = None  # SMTP connections; None: [send] concurrency
+    processes: int | None = None  # sending processes; None: [send] processes, else one per CPU
     rate: float | None = None  # messages per second across the pool; None: [send] rate
     retry_unknown: bool = False  # resend rows an earlier run left `unknown`
     include_new: bool = False  # add subscribers who joined after the issue was frozen
@@ -353,6 +368,7 @@ class SendOutcome:
     outbox: Path | None = None  # the Maildir the messages went to when SMTP_HOST is unset
     composed: int = 0  # dry run: copies composed
     sample: bytes | None = None  # dry run: the first copy, as it would be sent
+    processes: int = 1  # how many processes delivered it
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,24 +439,34 @@ def _deliver_issue(
         pending = book.counts(issue.id).pending
         total = pending if options.limit is None else min(pending, options.limit)
         skipped: list[str] = []
-        jobs = itertools.islice(_pending_copies(composer, book, file, skipped), options.limit)
         bounced: list[str] = []
+        on_progress = (
+            None
+            if progress is None
+            else lambda so_far: progress(SendProgress(issue.id, total, so_far))
+        )
+        processes = _processes(config, options, settings, total)
         try:
-            report = asyncio.run(
-                sender.deliver(
-                    jobs,
-                    book,
-                    settings,
-                    _delivery_options(config, options),
-                    issue_id=issue.id,
-                    on_bounce=bounced.append if config.send.mark_bounced else None,
-                    on_progress=None
-                    if progress is None
-                    else lambda so_far: progress(SendProgress(issue.id, total, so_far)),
+            if processes == 1:
+                report = asyncio.run(
+                    sender.deliver(
+                        itertools.islice(
+                            _pending_copies(composer, book, iter(file), skipped), options.limit
+                        ),
+                        book,
+                        settings,
+                        _delivery_options(config, options),
+                        issue_id=issue.id,
+                        on_bounce=bounced.append,
+                        on_progress=on_progress,
+                    )
                 )
-            )
+            else:
+                task = _ShardTask(config, issue, options, now)
+                report = _deliver_in_shards(task, processes, skipped, bounced, on_progress)
         finally:
-            file.set_statuses(bounced, SubscriberStatus.BOUNCED, at=now)
+            if config.send.mark_bounced:
+                file.set_statuses(bounced, SubscriberStatus.BOUNCED, at=now)
         complete = book.counts(issue.id).pending == 0
     if complete:
         with Archive.open(config.archive_path) as archive:
@@ -454,6 +480,7 @@ def _deliver_issue(
             unknown=report.unknown + frozen.made_unknown,
         ),
         outbox=settings.path if isinstance(settings, sender.Outbox) else None,
+        processes=processes,
     )
 
 
@@ -509,6 +536,127 @@ def _delivery_options(config: Config, options: SendOptions) -> sender.DeliveryOp
         max_attempts=pace.max_attempts,
         backoff=pace.retry_delay,
         timeout=pace.timeout,
+    )
+
+
+def _processes(
+    config: Config, options: SendOptions, settings: sender.SmtpSettings | sender.Outbox, total: int
+) -> int:
+    """How many processes deliver: as configured (one per CPU by default), at most one per
+    connection and per SHARE_LEAST copies; one for the outbox, which is written to disk."""
+    if isinstance(settings, sender.Outbox):
+        return 1
+    wanted = options.processes or config.send.processes or len(os.sched_getaffinity(0))
+    connections = _delivery_options(config, options).concurrency
+    return max(1, min(wanted, connections, total // SHARE_LEAST))
+
+
+@dataclass(frozen=True, slots=True)
+class _ShardTask:
+    """What each sending process is given (pickled): it reads the rest from the ledger."""
+
+    config: Config
+    issue: Issue
+    options: SendOptions
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _ShardResult:
+    skipped: tuple[str, ...]  # readers of this share who get no copy
+
+
+def _deliver_in_shards(
+    task: _ShardTask,
+    processes: int,
+    skipped: list[str],
+    bounced: list[str],
+    on_progress: Callable[[sender.SendReport], None] | None,
+) -> sender.SendReport:
+    """Deliver the frozen issue from `processes` processes, each to every Nth reader of the
+    list (see digest.shards); their reports added up. Raises the first one's error after the
+    others stopped, with `bounced` filled in from all of them."""
+    started = time.monotonic()
+
+    def combined(reports: Sequence[sender.SendReport]) -> sender.SendReport:
+        return sender.SendReport(
+            sent=sum(r.sent for r in reports),
+            failed=sum(r.failed for r in reports),
+            unknown=sum(r.unknown for r in reports),
+            skipped=sum(r.skipped for r in reports),
+            retries=sum(r.retries for r in reports),
+            bounced=tuple(a for r in reports for a in r.bounced),
+            elapsed=time.monotonic() - started,
+        )
+
+    gathered = shards.run(
+        _deliver_shard,
+        task,
+        processes,
+        on_progress=None if on_progress is None else lambda reports: on_progress(combined(reports)),
+    )
+    report = combined(gathered.progress)
+    bounced.extend(report.bounced)
+    skipped.extend(name for result in gathered.results for name in result.skipped)
+    if gathered.error is not None:
+        raise gathered.error
+    return report
+
+
+def _deliver_shard(task: _ShardTask, shard: shards.Shard) -> _ShardResult:
+    """One sending process: its share of the readers, its share of the pool and the rate; it
+    reports its tallies as it goes, and a last time however it ends."""
+    config, issue = task.config, task.issue
+    settings = sender.read_settings(config.env, root=config.root)
+    renderer = _Renderer(config, issue)
+    composer = message.Composer(config, issue, renderer, now=task.now)
+    readers = SubscriberFile(config.subscribers_path).shard(shard.index, shard.count)
+    limit = task.options.limit
+    skipped: list[str] = []
+    last: list[sender.SendReport] = []
+
+    def progress(report: sender.SendReport) -> None:
+        last[:] = [report]
+        shard.progress(report)
+
+    with Ledger.open(_ledger_path(config)) as book:
+        renderer.load(book.variants(issue.id))
+        jobs = _pending_copies(composer, book, readers, skipped)
+        try:
+            report = asyncio.run(
+                sender.deliver(
+                    itertools.islice(jobs, None if limit is None else _share(limit, shard)),
+                    book,
+                    settings,
+                    _shard_options(_delivery_options(config, task.options), shard),
+                    issue_id=issue.id,
+                    on_progress=progress,
+                    stop=shard.stopping,
+                )
+            )
+        finally:
+            shard.progress(last[0] if last else _nothing_yet(), final=True)
+    shard.progress(report, final=True)
+    return _ShardResult(tuple(skipped))
+
+
+def _nothing_yet() -> sender.SendReport:
+    return sender.SendReport(0, 0, 0, 0, 0, (), 0.0)
+
+
+def _share(total: int, shard: shards.Shard) -> int:
+    """This shard's part of `total`, the parts adding up to it."""
+    return total // shard.count + (shard.index < total % shard.count)
+
+
+def _shard_options(options: sender.DeliveryOptions, shard: shards.Shard) -> sender.DeliveryOptions:
+    """A shard's part of the pool and of each rate, so that together they keep to the whole."""
+    return replace(
+        options,
+        concurrency=_share(options.concurrency, shard),
+        rate=None if options.rate is None else options.rate / shard.count,
+        per_hour=None if options.per_hour is None else max(1, _share(options.per_hour, shard)),
+        per_day=None if options.per_day is None else max(1, _share(options.per_day, shard)),
     )
 
 
@@ -684,12 +832,12 @@ def _jobs(
 
 
 def _pending_copies(
-    composer: message.Composer, book: Ledger, file: SubscriberFile, skipped: list[str]
+    composer: message.Composer, book: Ledger, readers: Iterator[Subscriber], skipped: list[str]
 ) -> Iterator[sender.Job]:
     """The copy of each subscribed reader whose row is pending, to the address frozen for it;
     readers with a bad address or nothing in their sections go to `skipped`."""
     issue_id = composer.issue.id
-    for subscriber in file:
+    for subscriber in readers:
         if not subscriber.receives_mail:
             continue
         found = book.copy_of(issue_id, subscriber.email)

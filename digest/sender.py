@@ -164,13 +164,15 @@ async def deliver(
     issue_id: str,
     on_bounce: Callable[[str], None] | None = None,
     on_progress: Callable[[SendReport], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> SendReport:
     """Deliver each job whose ledger row is pending, recording every outcome in the ledger.
 
-    `on_progress` gets the tallies so far after each outcome. Raises SendError (rows not yet
-    delivered stay pending) when TLS or login fails.
+    `on_progress` gets the tallies so far after each outcome. Once `stop()` is true no new job
+    is started; those in flight finish. Raises SendError (rows not yet delivered stay pending)
+    when TLS or login fails.
     """
-    run = _Run(ledger, options, issue_id, on_bounce, on_progress)
+    run = _Run(ledger, options, issue_id, on_bounce, on_progress, stop)
     if isinstance(settings, Outbox):
         _to_maildir(jobs, settings.path, run)
     else:
@@ -192,9 +194,11 @@ class _Run:
         issue_id: str,
         on_bounce: Callable[[str], None] | None,
         on_progress: Callable[[SendReport], None] | None,
+        stop: Callable[[], bool] | None,
     ) -> None:
         self.ledger, self.options, self.issue_id = ledger, options, issue_id
         self.on_bounce, self.on_progress = on_bounce, on_progress
+        self.stop = stop
         self.sent = self.failed = self.unknown = self.skipped = self.retries = 0
         self.bounced: list[str] = []
         self.fatal: SendError | None = None
@@ -208,6 +212,9 @@ class _Run:
             self.issue_id, job.address, message_id=job.message_id, at=_now()
         )
         return self.counted(claimed)
+
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop()
 
     def counted(self, claimed: bool) -> bool:
         if not claimed:
@@ -252,6 +259,8 @@ def _to_maildir(jobs: Iterable[Job], path: Path, run: _Run) -> None:
     except OSError as err:
         raise SendError(f"cannot create the outbox: {err}", where=str(path)) from err
     for job in jobs:
+        if run.stopping():
+            break
         if not run.claim(job):
             continue
         try:
@@ -398,7 +407,7 @@ async def _over_smtp(jobs: Iterable[Job], settings: SmtpSettings, run: _Run) -> 
     async def produce() -> None:
         try:
             for job in jobs:  # composing happens here, one message at a time
-                if run.fatal is not None:
+                if run.fatal is not None or run.stopping():
                     break
                 await queue.put(job)
         except Exception as err:  # the composer failed: finish what is in hand, then raise it
@@ -411,7 +420,7 @@ async def _over_smtp(jobs: Iterable[Job], settings: SmtpSettings, run: _Run) -> 
         connection = _Connection(settings, run, context)
         try:
             while (job := await queue.get()) is not None:
-                if run.fatal is None:
+                if run.fatal is None and not run.stopping():
                     await _send_one(job, connection, limiter, book, run)
         finally:
             await connection.quit()

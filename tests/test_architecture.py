@@ -29,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "message": {"errors", "models", "config", "tokens", "render"},
     "ledger": {"errors", "models", "store"},
     "sender": {"errors", "models", "config", "ledger"},
+    "shards": {"errors"},
     "pipeline": {
         "errors",
         "models",
@@ -43,6 +44,7 @@ ALLOWED: dict[str, set[str]] = {
         "message",
         "ledger",
         "sender",
+        "shards",
         "schedule",
     },
     "cli": {

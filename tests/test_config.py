@@ -212,14 +212,18 @@ def test_email_tracking_and_subscriber_tables(tmp_path: Path) -> None:
 def test_send_and_schedule_tables(tmp_path: Path) -> None:
     """[send] sets the sender's pace and retries, [schedule] when `digest run` sends."""
     extra = (
-        "[send]\nconcurrency = 8\nrate = 20\nper_day = 50000\nretry_delay = 0.5\n"
-        "mark_bounced = false\n"
+        "[send]\nconcurrency = 8\nprocesses = 3\nrate = 20\nper_day = 50000\n"
+        "retry_delay = 0.5\nmark_bounced = false\n"
         '[schedule]\nevery = "week"\nday = "Friday"\ntime = "7:30"\nmin_articles = 3\n'
     )
     config = load_config(write(tmp_path, extra + MINIMAL), environ={})
     assert (config.send.concurrency, config.send.rate, config.send.per_day) == (8, 20.0, 50000)
     assert (config.send.per_hour, config.send.max_attempts, config.send.timeout) == (None, 5, 60.0)
     assert (config.send.retry_delay, config.send.mark_bounced) == (0.5, False)
+    assert (config.send.processes, load_config(write(tmp_path, MINIMAL)).send.processes) == (
+        3,
+        None,
+    )
     assert (config.schedule.every, config.schedule.day) == ("week", 4)
     assert (config.schedule.time.hour, config.schedule.time.minute) == (7, 30)
     assert config.schedule.min_articles == 3
@@ -235,6 +239,7 @@ def test_send_and_schedule_tables(tmp_path: Path) -> None:
         ("[send]\nconcurrency = 0\n", "digest.toml:2: send.concurrency: expected at least 1"),
         ('[send]\nrate = "fast"\n', "send.rate: expected a number, got a string"),
         ("[send]\nretries = 3\n", "send.retries: unknown key"),
+        ("[send]\nprocesses = 0\n", "digest.toml:2: send.processes: expected at least 1"),
         ('[schedule]\nevery = "fortnight"\n', 'schedule.every: expected "day", "week" or'),
         ('[schedule]\nday = "someday"\n', "schedule.day: expected a weekday"),
         ('[schedule]\nevery = "month"\nday = 31\n', "schedule.day: expected a day from 1 to 28"),

@@ -9,13 +9,21 @@ import os
 import pty
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import filelock
 import pytest
 from click.testing import CliRunner, Result
-from smtp_server import DROP_AFTER_DATA, SlowData, SmtpRecorder, kill_at, running
+from smtp_server import (
+    DROP_AFTER_DATA,
+    SlowData,
+    SmtpRecorder,
+    kill_at,
+    password_checker,
+    running,
+)
 
 from digest.archive import Archive
 from digest.cli import cli
@@ -341,3 +349,86 @@ def test_build_after_a_send_shows_the_issue_that_went_out(
     )
     assert featured.exit_code == 1
     assert "2026-W47 was sent (or its send began): its articles cannot change" in featured.stderr
+
+
+def add_readers(project: Path, count: int) -> set[str]:
+    """`count` more subscribed readers of every section, in the project's subscriber list."""
+    added = {f"reader{n}@example.org" for n in range(count)}
+    with (project.parent / "subscribers.csv").open("a", encoding="utf-8") as file:
+        file.writelines(f"{address},,,subscribed,,,,,\n" for address in sorted(added))
+    return added
+
+
+def test_a_large_list_goes_out_from_two_processes_once_per_reader(
+    project: Path, smtp: SmtpRecorder
+) -> None:
+    """With enough copies, two processes share the list and the pool: every reader still gets
+    one copy, the counts add up, and a bounce in either is marked in the list."""
+    readers = add_readers(project, 1200) | SUBSCRIBED
+    smtp.refuse("reader7@example.org", "550 5.1.1 no such user")
+    result = run(
+        project, "send", *WEEK, "--processes", "2", "--concurrency", "4", env=smtp_env(smtp)
+    )
+    assert result.exit_code == 3, result.output
+    assert "1,202 sent, 1 failed, 0 unknown, 0 skipped" in result.stdout
+    assert "2 processes)" in result.stdout
+    assert smtp.copies() == {address: 1 for address in readers - {"reader7@example.org"}}
+    bounced = SubscriberFile(project.parent / "subscribers.csv").find("reader7@example.org")
+    assert bounced is not None and bounced.status is SubscriberStatus.BOUNCED
+    again = run(project, "send", *WEEK, "--processes", "2", env=smtp_env(smtp))
+    assert "0 sent, 0 failed, 0 unknown" in again.stdout
+
+
+def test_a_small_send_stays_in_one_process(project: Path, smtp: SmtpRecorder) -> None:
+    """Fewer than 500 copies a process: starting another would cost more than it saves."""
+    add_readers(project, 600)
+    result = run(project, "send", *WEEK, "--processes", "4", env=smtp_env(smtp))
+    assert result.exit_code == 0, result.output
+    assert "603 sent" in result.stdout and "processes)" not in result.stdout
+
+
+def test_a_refused_login_stops_every_process_with_one_error(project: Path) -> None:
+    """A fatal error in one process stops the other; the error is one line, nothing is sent."""
+    add_readers(project, 1200)
+    checker = password_checker("news", "s3cret")
+    with running(SmtpRecorder(), authenticator=checker, auth_require_tls=False) as relay:
+        env = {**smtp_env(relay), "SMTP_USERNAME": "news", "SMTP_PASSWORD": "wrong"}
+        result = run(project, "send", *WEEK, "--processes", "2", env=env)
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "login refused" in result.stderr
+    assert relay.messages == []
+    with Ledger.open(load_config(project).archive_path.parent / LEDGER_FILE) as book:
+        assert book.counts("2026-W47").pending == 1203
+
+
+def test_killing_a_two_process_send_stops_both_and_a_rerun_completes_it(project: Path) -> None:
+    """SIGKILL to `digest send` mid-send: its sending processes see it go and stop after the
+    copies in flight; a rerun sends the rest, one copy per reader, nothing left sending."""
+    readers = add_readers(project, 1500) | SUBSCRIBED
+    with running(SmtpRecorder()) as server:
+        env = {**os.environ, **smtp_env(server), "SMTP_USERNAME": "", "SMTP_PASSWORD": ""}
+        command = [sys.executable, "-m", "digest", "--config", str(project), "send", *WEEK]
+        process = subprocess.Popen(
+            [*command, "--processes", "2", "--concurrency", "4"],
+            env={k: v for k, v in env.items() if v is not None},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        kill_at(process, server, 200)
+        time.sleep(1.0)  # the orphans' copies in flight arrive, then nothing more
+        settled = len(server.messages)
+        time.sleep(1.0)
+        assert len(server.messages) == settled < len(readers)
+        resumed = run(project, "send", *WEEK, env=smtp_env(server))
+        assert resumed.exit_code in (0, 3), resumed.output
+        assert smtp_copies_at_most_one(server, readers)
+    with Ledger.open(load_config(project).archive_path.parent / LEDGER_FILE) as book:
+        counts = book.counts("2026-W47")
+    assert (counts.pending, counts.sending, counts.failed) == (0, 0, 0)
+    assert counts.unknown <= 4 and counts.sent + counts.unknown == len(readers)
+    assert sum(server.copies().values()) >= counts.sent
+
+
+def smtp_copies_at_most_one(server: SmtpRecorder, readers: set[str]) -> bool:
+    copies = server.copies()
+    return set(copies) <= readers and all(n == 1 for n in copies.values())

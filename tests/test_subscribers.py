@@ -171,6 +171,20 @@ def test_reading_streams_instead_of_loading_the_file(tmp_path: Path) -> None:
     assert peak < 300_000, f"peak {peak} bytes"
 
 
+def test_shards_cover_every_readable_row_once_in_file_order(tmp_path: Path) -> None:
+    """Each sending process reads every Nth record; together they read the whole list, broken
+    rows left out as a full read leaves them."""
+    rows = [f"reader{n}@example.org,Ana,Pérez" for n in range(10)]
+    rows[4] = "not an address,,"
+    path = write(tmp_path / "s.csv", "\n".join([HEADER, *rows]) + "\n")
+    everyone = [s.email for s in SubscriberFile(path)]
+    shares = [[s.email for s in SubscriberFile(path).shard(i, 3)] for i in range(3)]
+    assert shares[0] == ["reader0@example.org", "reader3@example.org", "reader6@example.org",
+                         "reader9@example.org"]  # fmt: skip
+    assert "not an address" not in everyone and len(everyone) == 9
+    assert sorted(email for share in shares for email in share) == sorted(everyone)
+
+
 # -- writing ------------------------------------------------------------------------------------
 
 
