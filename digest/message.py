@@ -9,7 +9,7 @@ Headers are encoded for any SMTP server (RFC 2047 for non-ASCII), and a one-clic
 `Composer` makes a whole send's copies. Everything a variant's copies share (all headers but To,
 Message-ID and List-Unsubscribe; both parts, quoted-printable; the boundary) is encoded once into
 a template of byte chunks; a reader's copy joins those chunks with their own few values, each
-encoded on its own (about 0.1 ms a copy for a 100 KB issue).
+encoded on its own (about 0.05 ms a copy for a 100 KB issue).
 
 Why quoted-printable with a soft line break around every personal value: the message stays 7-bit
 (no relay has to convert it, which would break a DKIM signature), every line stays within
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -47,6 +48,11 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import (
+    CASE_INSENSITIVE_MAILBOX_NAMES,
+    DOT_ATOM_TEXT,
+    EMAIL_MAX_LENGTH,
+)
 
 from digest.config import Config
 from digest.errors import ConfigError, MessageError
@@ -143,6 +149,7 @@ _NOT_ATEXT = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]")
 QP_LINE = 76  # RFC 2045: an encoded line, its soft break included, is at most 76 characters
 PHRASE_LENGTH = 40  # longer display names go as encoded words, which fold between each other
 ENCODED_WORD_BYTES = 45  # 60 base64 characters: "=?utf-8?b?...?=" stays within 75 (RFC 2047)
+DOMAINS_CACHED = 4096  # a list's big providers stay in the cache; its long tail passes through
 # What the DKIM signature covers: RFC 8058 requires both List-Unsubscribe headers.
 SIGNED_HEADERS = (
     "From",
@@ -238,14 +245,40 @@ def clean_text(value: str) -> str:
 
 def checked_address(email: str, *, where: str) -> str:
     """`email` validated (syntax only, no DNS) in the ASCII form a 7-bit message and RCPT TO
-    take; MessageError naming `where` it came from when it is not one address."""
+    take; MessageError naming `where` it came from when it is not one address.
+
+    Most of email-validator's time goes on the domain, and a list has a few big ones: a plain
+    ASCII local part (its dot-atom, which it accepts unchanged) with a domain it has accepted
+    before is joined here, with its length limit, to the same result. Anything else, errors
+    included, is email-validator's own answer for the whole address.
+    """
     if _CONTROL.search(email):
         raise MessageError(f"an address contains a control character: {email!r}", where=where)
+    stripped = email.strip()
+    local, at, domain = stripped.partition("@")
+    # email-validator lower-cases an RFC 2142 name ("Info@"): left to it, being rare.
+    if at and DOT_ATOM_TEXT.match(local) and local.lower() not in CASE_INSENSITIVE_MAILBOX_NAMES:
+        checked = _checked_domain(domain)
+        if checked is not None and len(local) + 1 + checked[1] <= EMAIL_MAX_LENGTH:
+            return f"{local}@{checked[0]}"
     try:
-        valid = validate_email(email.strip(), check_deliverability=False, allow_smtputf8=False)
+        valid = validate_email(stripped, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as err:
         raise MessageError(f"not an email address: {email!r} ({err})", where=where) from err
     return valid.ascii_email or valid.normalized
+
+
+@functools.lru_cache(maxsize=DOMAINS_CACHED)
+def _checked_domain(domain: str) -> tuple[str, int] | None:
+    """`domain` in its IDNA ASCII form and the UTF-8 length of its longest form (as given,
+    normalised, ASCII: email-validator limits each address form to 254 bytes), or None when
+    email-validator refuses it: the caller then checks the whole address for the message."""
+    try:
+        valid = validate_email("a@" + domain, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError:
+        return None
+    forms = (domain, valid.domain, valid.ascii_domain)
+    return valid.ascii_domain, max(len(form.encode("utf-8")) for form in forms)
 
 
 def mailbox(name: str, email: str) -> str:
@@ -267,14 +300,14 @@ def mailbox(name: str, email: str) -> str:
 def _encoded_words(text: str) -> str:
     """`text` as RFC 2047 base64 encoded words, each whole characters, folded between words
     (whitespace between encoded words is not part of the text)."""
-    words, chunk = [], b""
-    for char in text:
-        raw = char.encode("utf-8")
-        if len(chunk) + len(raw) > ENCODED_WORD_BYTES:
-            words.append(chunk)
-            chunk = b""
-        chunk += raw
-    words.append(chunk)
+    words, raw = [], text.encode("utf-8")
+    while len(raw) > ENCODED_WORD_BYTES:
+        cut = ENCODED_WORD_BYTES
+        while raw[cut] & 0xC0 == 0x80:  # a UTF-8 continuation byte: cut before its character
+            cut -= 1
+        words.append(raw[:cut])
+        raw = raw[cut:]
+    words.append(raw)
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
 
 
@@ -285,6 +318,24 @@ def qp_encode(text: str, *, soft_end: bool = False) -> bytes:
     Line breaks become CRLF: a text/* part has no other kind (RFC 2046). No line starts with
     ".", so a message goes to SMTP as it is, with nothing to dot-stuff.
     """
+    # Most personal values (an address, a greeting) are one short line that needs no escape:
+    # printable ASCII without "=", a trailing space (=20) or a leading "." (=2E), and within
+    # QP_LINE with the soft break. Such a value encodes as itself; tests compare the two ways.
+    if (
+        soft_end
+        and 0 < len(text) < QP_LINE
+        and text.isascii()
+        and text.isprintable()
+        and "=" not in text
+        and text[0] != "."
+        and text[-1] != " "
+    ):
+        return text.encode("ascii") + b"=\r\n"
+    return _qp_encode(text, soft_end=soft_end)
+
+
+def _qp_encode(text: str, *, soft_end: bool) -> bytes:
+    """`qp_encode` for any text."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     encoded = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True)
     # the last is b"" when the text ends a line
@@ -333,6 +384,7 @@ class _Template:
     body: tuple[bytes | tuple[str, bool], ...]
     # The body's literal chunks in DKIM's relaxed canonical form, for the per-copy body hash.
     canonical: tuple[bytes | tuple[str, bool], ...]
+    slots: tuple[tuple[str, bool], ...]  # the (field, is_html) the body holds, each once
 
 
 class Composer:
@@ -423,11 +475,17 @@ class Composer:
             name=subscriber.first_name,
         )
         values = template.rendered.values(recipient)
-        encoded = {
-            (key, html): qp_encode(escape(value) if html else value, soft_end=True)
-            for key, value in values.items()
-            for html in (False, True)
-        }
+        # Only the slots this variant's parts hold; a value escaping leaves alone (a URL, an
+        # address) is the same text in both parts, encoded once.
+        encoded: dict[tuple[str, bool], bytes] = {}
+        by_text: dict[str, bytes] = {}
+        for slot in template.slots:
+            key, html = slot
+            value = escape(values[key]) if html else values[key]
+            found = by_text.get(value)
+            if found is None:
+                found = by_text[value] = qp_encode(value, soft_end=True)
+            encoded[slot] = found
         to = mailbox(f"{subscriber.first_name} {subscriber.last_name}", address)
         ident = _message_id(self._id_seed, subscriber.email, self._id_domain)
         own = (
@@ -495,7 +553,10 @@ class Composer:
         end = b"\r\n--" + boundary + b"--\r\n"
         body = (opening, *text, between, *html, end)
         canonical = tuple(_relaxed_body(c) if isinstance(c, bytes) else c for c in body)
-        return _Template(rendered, head=head, tail=tail, body=body, canonical=canonical)
+        slots = tuple(dict.fromkeys(c for c in body if not isinstance(c, bytes)))
+        return _Template(
+            rendered, head=head, tail=tail, body=body, canonical=canonical, slots=slots
+        )
 
 
 def _origin(subscriber: Subscriber) -> str:

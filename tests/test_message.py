@@ -22,6 +22,7 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from email_validator import EmailNotValidError, validate_email
 from example_issue import NOW, example_project, synthetic_issue
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -384,6 +385,94 @@ def test_a_subscriber_address_that_is_not_one_plain_ascii_address_is_refused(
     assert repr(bad) in raised.value.where
 
 
+def checked_in_full(address: str) -> tuple[str, str]:
+    """What email-validator alone makes of `address`: ("ok", the address a copy goes to) or
+    ("error", the message `checked_address` words for it)."""
+    try:
+        valid = validate_email(address.strip(), check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as err:
+        return "error", f"not an email address: {address!r} ({err})"
+    return "ok", valid.ascii_email or valid.normalized
+
+
+def long_domain(length: int, size: int, letters: str) -> str:
+    """A domain of about `length` characters: labels of `size` cut from `letters` repeated."""
+    labels = [(letters * size)[:size] for _ in range(max(length // (size + 1), 1))]
+    return ".".join([*labels, "com"])
+
+
+# Big providers, IDN (Unicode, xn--, upper case, full-width), reserved and malformed domains.
+ODD_DOMAINS = (
+    "gmail.com", "GMAIL.com", "yahoo.com.br", "bücher.de", "BÜCHER.de", "xn--bcher-kva.de",
+    "xn--bcher.de", "日本.jp", "localhost", "a.invalid", "x.local", "com", "-a.com", "a-.com",
+    "a..com", "example.org.", "ab--c.com", "a_b.com", "a.123", "[192.0.2.1]", "", "@gmail.com",
+    "gmail.com>", "gmail.com (home)", "ｅｘａｍｐｌｅ.com", "example。org",
+)  # fmt: skip
+ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+LOCAL_PARTS = st.one_of(
+    st.from_regex(rf"{ATEXT}+(\.{ATEXT}+)*", fullmatch=True),  # a dot-atom: the fast path's
+    st.text(
+        alphabet=st.sampled_from([*"azAZ09!#$%&'*+/=?^_`{|}~-.", *' "@<>(),;:\\[]é\u0301\u00a0＠']),
+        max_size=20,
+    ),
+    st.sampled_from(["ana", "Ana.Perez", "info", "Postmaster", "a..b", ".a", "a.", '"ana"', "zoë"]),
+    st.integers(min_value=60, max_value=70).map(lambda n: "a" * n),  # around 64
+)
+DOMAINS = st.one_of(
+    st.sampled_from(ODD_DOMAINS),
+    st.lists(
+        st.text(st.sampled_from("abz09-éA"), min_size=1, max_size=8), min_size=1, max_size=4
+    ).map(".".join),
+    st.integers(min_value=55, max_value=70).map(lambda n: "a" * n + ".com"),  # a label near 63
+    st.builds(
+        long_domain,
+        st.integers(min_value=150, max_value=260),
+        st.integers(min_value=20, max_value=64),
+        st.sampled_from(["b", "ü", "bbbü"]),  # IDN labels are longer in their xn-- form
+    ),
+)
+ADDRESSES = st.one_of(
+    st.builds(
+        lambda before, local, at, domain, after: before + local + at + domain + after,
+        st.sampled_from(["", " ", "\u00a0"]),
+        LOCAL_PARTS,
+        st.sampled_from(["@", "@", "@", "@@", ""]),
+        DOMAINS,
+        st.sampled_from(["", " "]),
+    ),
+    # Anything but what the control-character check refuses first.
+    st.text(st.characters(exclude_categories=("Cs", "Cc", "Zl", "Zp")), max_size=40),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(address=ADDRESSES)
+def test_checking_an_address_answers_what_email_validator_answers_for_it(address: str) -> None:
+    """The per-domain fast path gives email-validator's address, and its error message for any
+    address it refuses, word for word."""
+    try:
+        answer = "ok", message.checked_address(address, where="subscribers")
+    except MessageError as err:
+        answer = "error", err.message
+    assert answer == checked_in_full(address)
+
+
+def test_a_domain_is_validated_once_for_all_its_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big provider's thousands of readers cost one domain check, not one each."""
+    calls: list[str] = []
+    real = message.validate_email
+
+    def counted(address: str, **options: bool) -> object:
+        calls.append(address)
+        return real(address, **options)
+
+    monkeypatch.setattr(message, "validate_email", counted)
+    message._checked_domain.cache_clear()
+    checked = [message.checked_address(f"Reader.{n}@Gmail.COM", where="x") for n in range(100)]
+    assert checked[7] == "Reader.7@gmail.com"
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize(
     ("field", "value", "where"),
     [
@@ -530,6 +619,54 @@ def test_no_quoted_printable_line_starts_with_a_dot(text: str, soft_end: bool) -
     assert max(len(line) for line in lines) <= 76
     decoded = binascii.a2b_qp(encoded).decode("utf-8").replace("\r\n", "\n")
     assert decoded == (text + "." * 90 + "\n.note {\n").replace("\r\n", "\n")
+
+
+QP_PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)  # space to "~"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(st.characters(exclude_categories=("Cs",))),
+        # Printable ASCII of every length up to past the line, with an awkward first or last
+        # character (a dot, a space, "=", a tab, a line break, non-ASCII) or none.
+        st.builds(
+            lambda first, middle, last: first + middle + last,
+            st.sampled_from(["", "", ".", " ", "=", "é"]),
+            st.integers(min_value=0, max_value=80).flatmap(
+                lambda n: st.text(QP_PRINTABLE, min_size=n, max_size=n)
+            ),
+            st.sampled_from(["", "", " ", ".", "=", "\t", "\n", "\r", "é"]),
+        ),
+        st.sampled_from(["a" * 74, "a" * 75, "a" * 76, "a" * 74 + " ", "." + "a" * 74, "", " "]),
+    ),
+    soft_end=st.booleans(),
+)
+def test_the_quoted_printable_fast_path_gives_the_general_encoding(
+    text: str, soft_end: bool
+) -> None:
+    """A short plain value's encoding, itself and a soft break, is byte for byte what the
+    general encoder writes, for any text and at every length around the 76-character line."""
+    expected = message._qp_encode(text, soft_end=soft_end)
+    assert message.qp_encode(text, soft_end=soft_end) == expected
+
+
+@given(
+    name=st.one_of(
+        st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=120),
+        st.text(st.sampled_from("a é€😀"), min_size=10, max_size=80),  # 1 to 4 bytes each
+    )
+)
+def test_encoded_words_hold_as_many_whole_characters_as_fit(name: str) -> None:
+    """Each RFC 2047 word of a display name is whole UTF-8 characters within 45 bytes, and each
+    but the last is full: the next character would not have fitted."""
+    words = message._encoded_words(name).split("\r\n ")
+    raw = [base64.b64decode(w.removeprefix("=?utf-8?b?").removesuffix("?=")) for w in words]
+    assert "".join(word.decode("utf-8") for word in raw) == name
+    assert all(len(word) <= message.ENCODED_WORD_BYTES for word in raw)
+    for word, after in itertools.pairwise(raw):
+        first = after.decode("utf-8")[0].encode("utf-8")
+        assert len(word) + len(first) > message.ENCODED_WORD_BYTES
 
 
 def test_a_composed_copy_has_no_line_for_smtp_to_dot_stuff(
