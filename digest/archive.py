@@ -97,7 +97,7 @@ class Archive(SqliteFile):
     what = "archive"
     error = ArchiveError
     migrations = MIGRATIONS
-    pragmas = ("PRAGMA busy_timeout = 5000", "PRAGMA foreign_keys = ON")
+    pragmas = ("PRAGMA foreign_keys = ON",)
     not_a_database_hint = "point [archive] path in digest.toml at a new file, or move this one away"
 
     def upsert_articles(self, articles: Iterable[Article], *, seen_at: datetime) -> UpsertCounts:

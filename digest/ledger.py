@@ -10,6 +10,7 @@ transaction, durable against a process crash (SIGKILL) without an fsync per mess
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -166,8 +167,8 @@ class Ledger(SqliteFile):
     what = "ledger"
     error = LedgerError
     migrations = MIGRATIONS
+    busy_timeout = 10000
     pragmas = (
-        "PRAGMA busy_timeout = 10000",
         # In WAL mode NORMAL survives a process crash; only a power cut can lose the last
         # commits, and then a resumed send may repeat at most those few copies.
         "PRAGMA synchronous = NORMAL",
@@ -289,18 +290,16 @@ class Ledger(SqliteFile):
         commit is most of a step's cost, and each claim is still on disk before its message
         goes out.
         """
-        moment = _iso(at)
-        moved: list[bool] = []
         with self._transaction("recording deliveries") as db:
-            for step in steps:
-                key = email_key(step.address)
-                if isinstance(step, Claim):
-                    cursor = db.execute(_CLAIM, (step.message_id, moment, issue_id, key))
-                else:
-                    values = (step.state.value, step.code, step.text, moment, issue_id, key)
-                    cursor = db.execute(_FINISH, values)
-                moved.append(cursor.rowcount == 1)
-        return moved
+            return _apply(db, issue_id, steps, at)
+
+    def write_if_free(
+        self, issue_id: str, steps: Sequence[Claim | Outcome], *, at: datetime
+    ) -> list[bool] | None:
+        """`write`, or None at once, writing nothing, while another process is writing: an
+        event loop tries again shortly rather than stall every connection in SQLite's wait."""
+        with self._transaction_if_free("recording deliveries") as db:
+            return None if db is None else _apply(db, issue_id, steps, at)
 
     def mark_sent(
         self, issue_id: str, address: str, *, code: int | None, text: str, at: datetime
@@ -384,6 +383,23 @@ class Ledger(SqliteFile):
                 (issue_id, *(state.value for state in states)),
             ).fetchall()
         return [_row(raw) for raw in found]
+
+
+def _apply(
+    db: sqlite3.Connection, issue_id: str, steps: Sequence[Claim | Outcome], at: datetime
+) -> list[bool]:
+    moment = _iso(at)
+    moved: list[bool] = []
+    for step in steps:
+        key = email_key(step.address)
+        if isinstance(step, Claim):
+            cursor = db.execute(_CLAIM, (step.message_id, moment, issue_id, key))
+        else:
+            cursor = db.execute(
+                _FINISH, (step.state.value, step.code, step.text, moment, issue_id, key)
+            )
+        moved.append(cursor.rowcount == 1)
+    return moved
 
 
 def _row(raw: tuple[Any, ...]) -> Row:

@@ -46,6 +46,7 @@ Security = Literal["starttls", "tls", "none"]
 SECURITIES: tuple[Security, ...] = ("starttls", "tls", "none")
 DEFAULT_PORTS: Mapping[Security, int] = {"starttls": 587, "tls": 465, "none": 25}
 THROTTLING = frozenset({421, 450, 451, 454})
+BUSY_RETRY = 0.0005  # seconds before trying a ledger write again while another process writes
 OUTBOX = "outbox"
 
 
@@ -320,27 +321,39 @@ class _Book:
         self._waiting.append(waiter)
 
     def _flush_soon(self) -> None:
-        self.flush(raising=False)  # an error is raised by the next claim, or the final flush
+        # An error is raised by the next claim, or the final flush.
+        if not self._commit(wait=False):  # another process is writing: try again shortly
+            asyncio.get_running_loop().call_later(BUSY_RETRY, self._flush_soon)
 
     def flush(self, *, raising: bool = True) -> None:
-        """Commit what is queued; with `raising`, raise (LedgerError) if that, or an earlier
-        batch, failed."""
-        steps, waiting = self._steps, self._waiting
-        self._steps, self._waiting = [], []
-        if self._error is None and steps:
-            try:
-                moved = self.ledger.write(self.issue_id, steps, at=_now())
-            except Exception as err:
-                self._error = err
-                for waiter in waiting:
-                    if waiter is not None and not waiter.done():
-                        waiter.set_exception(err)
-            else:
-                for waiter, claimed in zip(waiting, moved, strict=True):
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(claimed)
+        """Commit what is queued, waiting for the ledger if need be; with `raising`, raise
+        (LedgerError) if that, or an earlier batch, failed."""
+        self._commit(wait=True)
         if self._error is not None and raising:
             raise self._error
+
+    def _commit(self, *, wait: bool) -> bool:
+        """False if the ledger was busy and `wait` false: nothing written, all still queued."""
+        steps, waiting = self._steps, self._waiting
+        if not steps or self._error is not None:
+            return True
+        write = self.ledger.write if wait else self.ledger.write_if_free
+        try:
+            moved = write(self.issue_id, steps, at=_now())
+        except Exception as err:
+            self._error = err
+            self._steps, self._waiting = [], []
+            for waiter in waiting:
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(err)
+            return True
+        if moved is None:
+            return False
+        self._steps, self._waiting = [], []
+        for waiter, claimed in zip(waiting, moved, strict=True):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(claimed)
+        return True
 
 
 class _Fatal(Exception):

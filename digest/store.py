@@ -23,7 +23,8 @@ class SqliteFile:
     what: ClassVar[str]  # "archive", "ledger": named in messages
     error: ClassVar[type[DigestError]]
     migrations: ClassVar[tuple[str, ...]]
-    pragmas: ClassVar[tuple[str, ...]] = ("PRAGMA busy_timeout = 5000",)
+    busy_timeout: ClassVar[int] = 5000  # milliseconds a write waits for another's to end
+    pragmas: ClassVar[tuple[str, ...]] = ()
     not_a_database_hint: ClassVar[str] = "move this file away"
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
@@ -49,7 +50,7 @@ class SqliteFile:
 
     def _prepare(self) -> None:
         try:
-            for pragma in self.pragmas:
+            for pragma in (f"PRAGMA busy_timeout = {self.busy_timeout}", *self.pragmas):
                 self._db.execute(pragma)
             self._db.execute("PRAGMA journal_mode = WAL")  # the first read of the file
         except sqlite3.Error as err:
@@ -99,13 +100,39 @@ class SqliteFile:
             # IMMEDIATE takes the write lock up front, so busy_timeout applies instead of a
             # deadlock between two readers that both want to write.
             self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._committed():
                 yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+
+    @contextmanager
+    def _transaction_if_free(self, doing: str) -> Iterator[sqlite3.Connection | None]:
+        """`_transaction`, or None at once (nothing written) while another connection holds
+        the write lock: for an event loop, which can try again later instead of stalling."""
+        with self._reading(doing):
+            self._db.execute("PRAGMA busy_timeout = 0")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                free = True
+            except sqlite3.OperationalError as err:
+                if err.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    raise
+                free = False
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout = {self.busy_timeout}")
+            if not free:
+                yield None
+                return
+            with self._committed():
+                yield self._db
+
+    @contextmanager
+    def _committed(self) -> Iterator[None]:
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def _reading(self, doing: str) -> Iterator[sqlite3.Connection]:

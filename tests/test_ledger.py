@@ -6,6 +6,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,6 +70,24 @@ def test_write_applies_claims_and_outcomes_in_order_in_one_transaction(ledger: L
         RowState.SENT, "<a@x>", 250, LATER
     )  # fmt: skip
     assert ledger.counts(ISSUE) == Counts(pending=1, sending=1, sent=1)
+
+
+def test_write_if_free_gives_way_at_once_to_another_writer(tmp_path: Path) -> None:
+    """While another process holds the write lock, the sender's batch returns None at once,
+    writing nothing, instead of stalling its event loop in SQLite's wait; then it goes in."""
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger.open(path) as book:
+        book.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=AT)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        assert book.write_if_free(ISSUE, [Claim("ana@example.org", None)], at=AT) is None
+        assert time.monotonic() - started < 1  # the busy timeout is 10 s
+        other.execute("ROLLBACK")
+        other.close()
+        assert book.counts(ISSUE) == Counts(pending=3)
+        assert book.write_if_free(ISSUE, [Claim("ana@example.org", None)], at=AT) == [True]
+        assert book.counts(ISSUE) == Counts(pending=2, sending=1)
 
 
 def test_copy_of_gives_the_state_and_frozen_address_case_insensitively(ledger: Ledger) -> None:
