@@ -51,9 +51,12 @@ class Received:
 
 
 class SmtpRecorder:
-    """An aiosmtpd handler with a per-address fault plan."""
+    """An aiosmtpd handler with a per-address fault plan; with `pipelining` it offers
+    PIPELINING (RFC 2920), which aiosmtpd serves (it answers commands in order) but does not
+    announce."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, pipelining: bool = False) -> None:
+        self.pipelining = pipelining
         self.port = 0
         self.messages: list[Received] = []
         self._plans: dict[str, deque[Fault]] = {}
@@ -85,6 +88,12 @@ class SmtpRecorder:
         """How many connections sent at least one MAIL FROM."""
         with self._lock:
             return len(self._sessions)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]

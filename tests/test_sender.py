@@ -31,7 +31,7 @@ from digest.sender import (
     SendReport,
     SmtpSettings,
     deliver,
-    dot_stuffed,
+    data_section,
     read_settings,
 )
 
@@ -40,10 +40,11 @@ AT = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 FAST = DeliveryOptions(envelope_from="bounces@example.org", backoff=0.01, timeout=5.0)
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpRecorder]:
-    """A real SMTP server on 127.0.0.1 that records messages and fails on request."""
-    with running(SmtpRecorder()) as recorder:
+@pytest.fixture(params=[False, True], ids=["lockstep", "pipelining"])
+def smtp_server(request: pytest.FixtureRequest) -> Iterator[SmtpRecorder]:
+    """A real SMTP server on 127.0.0.1 that records messages and fails on request; every test
+    runs against it without and with PIPELINING, the sender's two ways of talking."""
+    with running(SmtpRecorder(pipelining=request.param)) as recorder:
         yield recorder
 
 
@@ -113,15 +114,16 @@ def test_a_pool_delivers_every_message_once_over_reused_connections(
     [
         (
             b"A: b\r\n\r\n.hidden\r\n..two\r\nend.\r\n",
-            b"A: b\r\n\r\n..hidden\r\n...two\r\nend.\r\n",
+            b"A: b\r\n\r\n..hidden\r\n...two\r\nend.\r\n.\r\n",
         ),
-        (b".first\r\nno end", b"..first\r\nno end\r\n"),
-        (b"A: b\r\n\r\nno dot.\r\n", b"A: b\r\n\r\nno dot.\r\n"),
+        (b".first\r\nno end", b"..first\r\nno end\r\n.\r\n"),
+        (b"A: b\r\n\r\nno dot.\r\n", b"A: b\r\n\r\nno dot.\r\n.\r\n"),
     ],
 )
 def test_lines_starting_with_a_dot_are_doubled(message: bytes, on_the_wire: bytes) -> None:
-    """RFC 5321 4.5.2: a line's leading dot is doubled, so only ".\\r\\n" ends the data."""
-    assert dot_stuffed(message) == on_the_wire
+    """RFC 5321 4.5.2: a line's leading dot is doubled, so only the ".\\r\\n" we add ends
+    the data."""
+    assert data_section(message) == on_the_wire
 
 
 def test_a_message_with_dot_lines_arrives_byte_for_byte(
