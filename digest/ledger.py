@@ -52,6 +52,20 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX deliveries_state ON deliveries (issue_id, state, key);
     """,
+    # A row changes state twice a message, and the state index made each change cost two more
+    # index pages: the counts by state are kept in a small table instead, in the transaction
+    # that changes them (`_tally`; triggers would add three statements a row).
+    """
+    CREATE TABLE tallies (
+        issue_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (issue_id, state)
+    ) WITHOUT ROWID;
+    INSERT INTO tallies (issue_id, state, count)
+        SELECT issue_id, state, count(*) FROM deliveries GROUP BY issue_id, state;
+    DROP INDEX deliveries_state;
+    """,
 )
 
 # A claim and an outcome: conditional updates, so a row moves only from the state it was seen in.
@@ -204,8 +218,7 @@ class Ledger(SqliteFile):
                     ((issue_id, key, bytes(content)) for key, content in variants.items()),
                 )
             if not resumed or include_new:
-                before = db.total_changes
-                db.executemany(
+                added = db.executemany(
                     "INSERT INTO deliveries (issue_id, key, address, name, variant, state, "
                     "queued_at) VALUES (?, ?, ?, ?, ?, 'pending', ?) "
                     "ON CONFLICT (issue_id, key) DO NOTHING",
@@ -220,20 +233,24 @@ class Ledger(SqliteFile):
                         )
                         for r in recipients
                     ),
-                )
-                added = db.total_changes - before
+                ).rowcount
+                _tally(db, issue_id, {RowState.PENDING: added})
             if resumed:
                 made_unknown = db.execute(
                     "UPDATE deliveries SET state = 'unknown', finished_at = ? "
                     "WHERE issue_id = ? AND state = 'sending'",
                     (moment, issue_id),
                 ).rowcount
+                _tally(
+                    db, issue_id, {RowState.SENDING: -made_unknown, RowState.UNKNOWN: made_unknown}
+                )
                 if retry_unknown:
                     requeued = db.execute(
                         "UPDATE deliveries SET state = 'pending', finished_at = NULL "
                         "WHERE issue_id = ? AND state = 'unknown'",
                         (issue_id,),
                     ).rowcount
+                    _tally(db, issue_id, {RowState.UNKNOWN: -requeued, RowState.PENDING: requeued})
             frozen_at = stored[0] if stored is not None else moment
         content = self.variants(issue_id)
         return Frozen(
@@ -262,6 +279,19 @@ class Ledger(SqliteFile):
                 (issue_id, email_key(address)),
             ).fetchone()
         return None if found is None else (RowState(found[0]), found[1])
+
+    def copies_of(self, issue_id: str, addresses: Sequence[str]) -> dict[str, tuple[RowState, str]]:
+        """`copy_of` for many readers in one query, by `email_key` of each address found: a
+        send looks its readers up a few hundred at a time."""
+        keys = [email_key(address) for address in addresses]
+        marks = ", ".join("?" * len(keys))
+        with self._reading("reading rows") as db:
+            found = db.execute(
+                "SELECT key, state, address FROM deliveries "
+                f"WHERE issue_id = ? AND key IN ({marks})",
+                (issue_id, *keys),
+            ).fetchall()
+        return {key: (RowState(state), address) for key, state, address in found}
 
     def row(self, issue_id: str, address: str) -> Row | None:
         """The row for this address, or None if the issue was not frozen for it."""
@@ -327,6 +357,7 @@ class Ledger(SqliteFile):
                 "WHERE issue_id = ? AND key = ? AND state = 'sending'",
                 (issue_id, email_key(address)),
             ).rowcount
+            _tally(db, issue_id, {RowState.SENDING: -changed, RowState.PENDING: changed})
         return changed == 1
 
     def note_attempt(self, issue_id: str, address: str) -> None:
@@ -343,8 +374,7 @@ class Ledger(SqliteFile):
         with self._reading("counting rows") as db:
             found = dict(
                 db.execute(
-                    "SELECT state, count(*) FROM deliveries WHERE issue_id = ? GROUP BY state",
-                    (issue_id,),
+                    "SELECT state, count FROM tallies WHERE issue_id = ?", (issue_id,)
                 ).fetchall()
             )
         return Counts(**{state.value: found.get(state.value, 0) for state in RowState})
@@ -390,16 +420,32 @@ def _apply(
 ) -> list[bool]:
     moment = _iso(at)
     moved: list[bool] = []
+    changes: dict[RowState, int] = {}
     for step in steps:
         key = email_key(step.address)
         if isinstance(step, Claim):
             cursor = db.execute(_CLAIM, (step.message_id, moment, issue_id, key))
+            before, after = RowState.PENDING, RowState.SENDING
         else:
-            cursor = db.execute(
-                _FINISH, (step.state.value, step.code, step.text, moment, issue_id, key)
-            )
+            values = (step.state.value, step.code, step.text, moment, issue_id, key)
+            cursor = db.execute(_FINISH, values)
+            before, after = RowState.SENDING, step.state
+        if cursor.rowcount == 1:
+            changes[before] = changes.get(before, 0) - 1
+            changes[after] = changes.get(after, 0) + 1
         moved.append(cursor.rowcount == 1)
+    _tally(db, issue_id, changes)
     return moved
+
+
+def _tally(db: sqlite3.Connection, issue_id: str, changes: Mapping[RowState, int]) -> None:
+    """Move the issue's counts by state (the `tallies` table) with the rows just changed, in the
+    same transaction: every write to `deliveries` goes through here."""
+    db.executemany(
+        "INSERT INTO tallies (issue_id, state, count) VALUES (?, ?, ?) "
+        "ON CONFLICT (issue_id, state) DO UPDATE SET count = count + excluded.count",
+        [(issue_id, state.value, change) for state, change in changes.items() if change],
+    )
 
 
 def _row(raw: tuple[Any, ...]) -> Row:

@@ -174,6 +174,10 @@ class Composed:
     address: str  # ASCII (an internationalised domain in its xn-- form), for RCPT TO
     message_id: str
     data: bytes  # CRLF line endings, 7-bit, DKIM-signed when configured
+    # No line starts with ".", so SMTP needs no dot-stuffing and the sender need not look for
+    # one in 30 KB: checked once per variant; the per-copy headers start with a name and
+    # quoted-printable writes a leading "." as =2E.
+    dot_free: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +389,8 @@ class _Template:
     # The body's literal chunks in DKIM's relaxed canonical form, for the per-copy body hash.
     canonical: tuple[bytes | tuple[str, bool], ...]
     slots: tuple[tuple[str, bool], ...]  # the (field, is_html) the body holds, each once
+    # No literal line starts with ".", nor does a quoted-printable value's: see Composed.
+    dot_free: bool
 
 
 class Composer:
@@ -499,7 +505,7 @@ class Composer:
                 c if isinstance(c, bytes) else _relaxed_body(encoded[c]) for c in template.canonical
             )
             data = _sign(template.head + own + template.tail, canonical, self._dkim) + data
-        return Composed(address=address, message_id=ident, data=data)
+        return Composed(address, ident, data, dot_free=template.dot_free)
 
     def compose_all(self, subscribers: Iterable[Subscriber]) -> Iterator[Composed | Skipped]:
         """A copy per subscriber, lazily; a Skipped for each who gets none, bad addresses too."""
@@ -554,8 +560,16 @@ class Composer:
         body = (opening, *text, between, *html, end)
         canonical = tuple(_relaxed_body(c) if isinstance(c, bytes) else c for c in body)
         slots = tuple(dict.fromkeys(c for c in body if not isinstance(c, bytes)))
+        literal_chunks = [head, tail, *(c for c in body if isinstance(c, bytes))]
+        dot_free = not any(c.startswith(b".") or b"\n." in c for c in literal_chunks)
         return _Template(
-            rendered, head=head, tail=tail, body=body, canonical=canonical, slots=slots
+            rendered,
+            head=head,
+            tail=tail,
+            body=body,
+            canonical=canonical,
+            slots=slots,
+            dot_free=dot_free,
         )
 
 

@@ -46,7 +46,7 @@ from digest.errors import (
     SubscriberFileError,
 )
 from digest.ledger import Ledger
-from digest.models import Article, Issue, Period, Subscriber, SubscriberStatus
+from digest.models import Article, Issue, Period, Subscriber, SubscriberStatus, email_key
 from digest.sources import SourceResult
 from digest.subscribers import SubscriberFile
 
@@ -343,6 +343,7 @@ def write_sample(copy: Sample, out_dir: Path) -> tuple[Path, Path, Path]:
 LEDGER_FILE = "ledger.sqlite3"  # beside the archive
 # Fewer copies than this per sending process, and another process costs more than it saves.
 SHARE_LEAST = 500
+LOOKUP_CHUNK = 256  # readers a send looks up in the ledger at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -828,7 +829,7 @@ def _jobs(
         if isinstance(item, message.Skipped):
             skipped.append(item.email)
         else:
-            yield sender.Job(item.address, item.data, item.message_id)
+            yield sender.Job(item.address, item.data, item.message_id, item.dot_free)
 
 
 def _pending_copies(
@@ -837,21 +838,36 @@ def _pending_copies(
     """The copy of each subscribed reader whose row is pending, to the address frozen for it;
     readers with a bad address or nothing in their sections go to `skipped`."""
     issue_id = composer.issue.id
-    for subscriber in readers:
-        if not subscriber.receives_mail:
-            continue
-        found = book.copy_of(issue_id, subscriber.email)
-        if found is None:  # not frozen for them, or frozen under the address's checked form
-            address = _address(composer, subscriber)
-            if address is None:
-                skipped.append(subscriber.email)
-                continue
-            found = book.copy_of(issue_id, address)
-        if composer.skip_reason(subscriber) is not None:
+    while batch := list(itertools.islice(readers, LOOKUP_CHUNK)):
+        chunk = [s for s in batch if s.receives_mail]
+        known = book.copies_of(issue_id, [s.email for s in chunk])
+        for subscriber in chunk:
+            job = _pending_copy(composer, book, subscriber, known, skipped)
+            if job is not None:
+                yield job
+
+
+def _pending_copy(
+    composer: message.Composer,
+    book: Ledger,
+    subscriber: Subscriber,
+    known: Mapping[str, tuple[ledger.RowState, str]],
+    skipped: list[str],
+) -> sender.Job | None:
+    """This reader's copy if their row is pending (`known`: their rows, looked up ahead)."""
+    found = known.get(email_key(subscriber.email))
+    if found is None:  # not frozen for them, or frozen under the address's checked form
+        address = _address(composer, subscriber)
+        if address is None:
             skipped.append(subscriber.email)
-        elif found is not None and found[0] is ledger.RowState.PENDING:
-            copy = composer.compose_to(subscriber, found[1])
-            yield sender.Job(copy.address, copy.data, copy.message_id)
+            return None
+        found = book.copy_of(composer.issue.id, address)
+    if composer.skip_reason(subscriber) is not None:
+        skipped.append(subscriber.email)
+    elif found is not None and found[0] is ledger.RowState.PENDING:
+        copy = composer.compose_to(subscriber, found[1])
+        return sender.Job(copy.address, copy.data, copy.message_id, copy.dot_free)
+    return None
 
 
 def _deliverable(composer: message.Composer, file: SubscriberFile) -> Iterator[Subscriber]:

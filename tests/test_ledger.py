@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from digest.errors import LedgerError
-from digest.ledger import Claim, Counts, Ledger, Outcome, Recipient, RowState
+from digest.ledger import MIGRATIONS, Claim, Counts, Ledger, Outcome, Recipient, RowState
 
 AT = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 LATER = AT + timedelta(hours=1)
@@ -100,6 +100,18 @@ def test_copy_of_gives_the_state_and_frozen_address_case_insensitively(ledger: L
     assert ledger.copy_of(ISSUE, " BO@example.org") == (RowState.PENDING, "bo@example.org")
     assert ledger.copy_of(ISSUE, "nobody@example.org") is None
     assert ledger.copy_of("2024-W20", "bo@example.org") is None
+
+
+def test_copies_of_looks_many_readers_up_at_once(ledger: Ledger) -> None:
+    """The send's lookahead: states and frozen addresses by key; unknown readers are absent."""
+    ledger.freeze(ISSUE, variants=VARIANTS, recipients=PEOPLE, at=AT)
+    send(ledger, "ana@example.org")
+    found = ledger.copies_of(ISSUE, ["ANA@example.org", "bo@example.org ", "zed@example.org"])
+    assert found == {
+        "ana@example.org": (RowState.SENT, "ana@example.org"),
+        "bo@example.org": (RowState.PENDING, "bo@example.org"),
+    }
+    assert ledger.copies_of(ISSUE, []) == {}
 
 
 def test_a_row_moves_from_pending_through_sending_to_sent(ledger: Ledger) -> None:
@@ -221,6 +233,60 @@ def test_a_file_that_is_not_a_ledger_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"not a database at all" * 100)
     with pytest.raises(LedgerError, match="not an SQLite database"):
         Ledger.open(path)
+
+
+def test_a_version_1_ledger_gains_tallies_that_follow_every_change(tmp_path: Path) -> None:
+    """The counts by state moved from an index to a table kept by triggers: an old ledger's
+    rows are counted once at the upgrade, and every later insert and change is tallied."""
+    path = tmp_path / "ledger.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.executescript(MIGRATIONS[0])
+        old.execute("PRAGMA user_version = 1")
+        old.execute("INSERT INTO issues VALUES (?, ?)", (ISSUE, AT.isoformat()))
+        old.executemany(
+            "INSERT INTO deliveries (issue_id, key, address, name, variant, state, queued_at) "
+            "VALUES (?, ?, ?, '', '', ?, ?)",
+            [(ISSUE, a, a, state, AT.isoformat()) for a, state in
+             [("ana@example.org", "sent"), ("bo@example.org", "pending"),
+              ("cy@example.org", "pending")]],
+        )  # fmt: skip
+    old.close()
+    with Ledger.open(path) as book:
+        assert book.counts(ISSUE) == Counts(pending=2, sent=1)
+        assert book.mark_sending(ISSUE, "bo@example.org", message_id=None, at=AT)
+        assert book.mark_unknown(ISSUE, "bo@example.org", code=None, text="lost", at=AT)
+        book.freeze(ISSUE, variants={}, recipients=PEOPLE, at=AT, include_new=True)
+        assert book.counts(ISSUE) == Counts(pending=1, sent=1, unknown=1)
+        book.freeze("2024-W20", variants={}, recipients=PEOPLE, at=AT)
+        assert book.counts("2024-W20") == Counts(pending=3)
+
+
+def test_counts_agree_with_the_rows_after_every_kind_of_change(tmp_path: Path) -> None:
+    """The tallies are kept by hand in each write: after claims, outcomes, a release, a
+    resume that finds a row left sending, a requeue and new readers, they are the rows'."""
+    path = tmp_path / "ledger.sqlite3"
+    people = [Recipient(f"r{n}@example.org") for n in range(8)]
+    with Ledger.open(path) as book:
+        book.freeze(ISSUE, variants={}, recipients=people[:6], at=AT)
+        book.write(ISSUE, [Claim(p.address, None) for p in people[:5]], at=AT)
+        book.write(
+            ISSUE,
+            [
+                Outcome("r0@example.org", RowState.SENT, 250, "ok"),
+                Outcome("r1@example.org", RowState.FAILED, 550, "no"),
+                Outcome("r2@example.org", RowState.UNKNOWN, None, "lost"),
+                Outcome("r5@example.org", RowState.SENT, 250, "never claimed"),
+            ],
+            at=AT,
+        )
+        book.release(ISSUE, "r3@example.org")
+        book.freeze(ISSUE, variants={}, recipients=people, at=AT, include_new=True)
+        book.freeze(ISSUE, variants={}, recipients=people, at=AT, retry_unknown=True)
+        counted = book.counts(ISSUE)
+    with sqlite3.connect(path) as db:
+        rows = dict(db.execute("SELECT state, count(*) FROM deliveries GROUP BY state"))
+    db.close()
+    assert counted == Counts(**rows) == Counts(pending=6, sent=1, failed=1)
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

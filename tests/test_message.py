@@ -347,6 +347,7 @@ def test_any_text_and_name_round_trip_through_the_encoded_template(
     assert_wire_form(composed.data)
     assert decoded_parts(composed.data) == (expected.text, expected.html)
     assert reader_name(composed.data) == message.clean_text(f"{name} {name}")
+    assert composed.dot_free and b"\n." not in composed.data  # the sender takes its word
 
 
 def test_a_name_with_line_breaks_cannot_add_a_header(
@@ -674,9 +675,11 @@ def test_a_composed_copy_has_no_line_for_smtp_to_dot_stuff(
 ) -> None:
     """The example issue (its <style> block is full of ".class" lines) needs no stuffing."""
     config, issue, rendered = example
-    data = composer(config, issue, rendered).compose(READERS[0]).data
+    copy = composer(config, issue, rendered).compose(READERS[0])
+    data = copy.data
     assert b".view-online" in binascii.a2b_qp(data) or b"=2Eview-online" in data
     assert b"\r\n." not in data
+    assert copy.dot_free  # so the sender does not look for one
 
 
 @pytest.mark.skipif(shutil.which("spamassassin") is None, reason="needs Debian's spamassassin")

@@ -30,8 +30,8 @@ from digest.sender import (
     Outbox,
     SendReport,
     SmtpSettings,
-    deliver,
     data_section,
+    deliver,
     read_settings,
 )
 
@@ -124,6 +124,13 @@ def test_lines_starting_with_a_dot_are_doubled(message: bytes, on_the_wire: byte
     """RFC 5321 4.5.2: a line's leading dot is doubled, so only the ".\\r\\n" we add ends
     the data."""
     assert data_section(message) == on_the_wire
+
+
+def test_a_dot_free_message_is_sent_as_it_is() -> None:
+    """The composer vouches that no line starts with "." (quoted-printable writes =2E): only
+    the line that ends the data is added."""
+    message = b"A: b\r\n\r\nno dot.\r\n=2Edot\r\n"
+    assert data_section(message, dot_free=True) == message + b".\r\n"
 
 
 def test_a_message_with_dot_lines_arrives_byte_for_byte(
