@@ -352,7 +352,7 @@ def preview_issue(
 @click.option(
     "--processes",
     type=click.IntRange(min=1),
-    help="Processes sharing them (default: [send] processes, one per CPU).",
+    help="Processes sharing them (default: [send] processes, one per two CPUs).",
 )
 @click.option(
     "--rate",

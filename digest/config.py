@@ -98,7 +98,7 @@ class SendSettings:
     """Defaults for `digest send` and `digest run`: the pool, the pace and the retries."""
 
     concurrency: int = 4  # SMTP connections at once, over all the sending processes
-    processes: int | None = None  # sending processes for a large list; None: one per CPU
+    processes: int | None = None  # sending processes for a large list; None: one per 2 CPUs
     rate: float | None = None  # messages per second across the pool; None: as fast as allowed
     per_hour: int | None = None  # provider caps (SES, Google Workspace), counted within a run
     per_day: int | None = None

@@ -351,7 +351,7 @@ class SendOptions:
     """How `digest send` delivers: the pool, the rate, and which rows to (re)send."""
 
     concurrency: int | None = None  # SMTP connections; None: [send] concurrency
-    processes: int | None = None  # sending processes; None: [send] processes, else one per CPU
+    processes: int | None = None  # sending processes; None: [send] processes, else one per 2 CPUs
     rate: float | None = None  # messages per second across the pool; None: [send] rate
     retry_unknown: bool = False  # resend rows an earlier run left `unknown`
     include_new: bool = False  # add subscribers who joined after the issue was frozen
@@ -543,11 +543,12 @@ def _delivery_options(config: Config, options: SendOptions) -> sender.DeliveryOp
 def _processes(
     config: Config, options: SendOptions, settings: sender.SmtpSettings | sender.Outbox, total: int
 ) -> int:
-    """How many processes deliver: as configured (one per CPU by default), at most one per
-    connection and per SHARE_LEAST copies; one for the outbox, which is written to disk."""
+    """How many processes deliver: as configured, else one per two CPUs (the other half is
+    left to the relay, often on the same machine, and a process keeps a CPU busy); at most
+    one per connection and per SHARE_LEAST copies; one for the outbox, written to disk."""
     if isinstance(settings, sender.Outbox):
         return 1
-    wanted = options.processes or config.send.processes or len(os.sched_getaffinity(0))
+    wanted = options.processes or config.send.processes or len(os.sched_getaffinity(0)) // 2
     connections = _delivery_options(config, options).concurrency
     return max(1, min(wanted, connections, total // SHARE_LEAST))
 
