@@ -24,7 +24,6 @@ import rich.console
 import rich.progress
 
 from digest import (
-    doctor,
     history,
     pipeline,
     preview,
@@ -502,6 +501,9 @@ def check_setup(app: App) -> None:
     \b
       digest doctor
     """
+    # Imported here: its DNS and crypto libraries are half of every other command's start-up.
+    from digest import doctor
+
     try:
         checks = doctor.examine(app.config, now=app.now)
     except DigestError as err:  # the config: every other check needs it

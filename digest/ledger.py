@@ -11,7 +11,7 @@ transaction, durable against a process crash (SIGKILL) without an fsync per mess
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -193,7 +193,7 @@ class Ledger(SqliteFile):
         self,
         issue_id: str,
         *,
-        variants: Mapping[str, bytes],
+        variants: Mapping[str, bytes] | Callable[[], Mapping[str, bytes]],
         recipients: Iterable[Recipient],
         at: datetime,
         include_new: bool = False,
@@ -201,8 +201,10 @@ class Ledger(SqliteFile):
     ) -> Frozen:
         """Freeze an issue's content and recipients, or resume the one frozen before.
 
-        On a resume the stored variants win over `variants`; recipients not frozen the first
-        time are added only with `include_new`. Rows an interrupted run left `sending` become
+        `variants` may be a function, called once the recipients are read: a single pass over
+        a large list then tells which variants to render. On a resume the stored variants win
+        over `variants`; recipients not frozen the first time are added only with
+        `include_new`. Rows an interrupted run left `sending` become
         `unknown` (it may have delivered them); `retry_unknown` puts every `unknown` row back
         to `pending`. Run it while no other process is sending this issue.
         """
@@ -213,10 +215,6 @@ class Ledger(SqliteFile):
             resumed = stored is not None
             if not resumed:
                 db.execute("INSERT INTO issues (id, frozen_at) VALUES (?, ?)", (issue_id, moment))
-                db.executemany(
-                    "INSERT INTO variants (issue_id, key, content) VALUES (?, ?, ?)",
-                    ((issue_id, key, bytes(content)) for key, content in variants.items()),
-                )
             if not resumed or include_new:
                 added = db.executemany(
                     "INSERT INTO deliveries (issue_id, key, address, name, variant, state, "
@@ -235,6 +233,12 @@ class Ledger(SqliteFile):
                     ),
                 ).rowcount
                 _tally(db, issue_id, {RowState.PENDING: added})
+            if not resumed:
+                content = variants() if callable(variants) else variants
+                db.executemany(
+                    "INSERT INTO variants (issue_id, key, content) VALUES (?, ?, ?)",
+                    ((issue_id, key, bytes(data)) for key, data in content.items()),
+                )
             if resumed:
                 made_unknown = db.execute(
                     "UPDATE deliveries SET state = 'unknown', finished_at = ? "

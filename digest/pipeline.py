@@ -778,19 +778,32 @@ def _freeze(
     *,
     now: datetime,
 ) -> ledger.Frozen:
-    """Freeze the issue with its rendered variants and readers, or resume the frozen one; from
-    then on the renderer gives the ledger's variants."""
-    issue_id = composer.issue.id
-    if book.frozen_at(issue_id) is None:
-        renderer.render_all({composer.variant_of(s) for s in _deliverable(composer, file)})
+    """Freeze the issue with its readers and the variants they read, rendered once the list
+    has been read through, or resume the frozen issue; from then on the renderer gives the
+    ledger's variants."""
+    needed: set[render.Variant] = set()
+    keys: dict[render.Variant, str] = {}
+
+    def recipients() -> Iterator[ledger.Recipient]:
+        for subscriber in _deliverable(composer, file):
+            address = _address(composer, subscriber)
+            if address is None:
+                continue
+            variant = composer.variant_of(subscriber)
+            needed.add(variant)
+            key = keys.get(variant)
+            if key is None:
+                key = keys[variant] = _variant_key(variant)
+            yield ledger.Recipient(address, subscriber.first_name, key)
+
+    def variants() -> dict[str, bytes]:
+        renderer.render_all(needed)
+        return renderer.stored()
+
     frozen = book.freeze(
-        issue_id,
-        variants=renderer.stored(),
-        recipients=(
-            ledger.Recipient(address, s.first_name, _variant_key(composer.variant_of(s)))
-            for s in _deliverable(composer, file)
-            if (address := _address(composer, s)) is not None
-        ),
+        composer.issue.id,
+        variants=variants,
+        recipients=recipients(),
         at=now,
         include_new=options.include_new,
         retry_unknown=options.retry_unknown,

@@ -48,6 +48,28 @@ def test_freeze_stores_content_and_one_pending_row_per_address(ledger: Ledger) -
     assert ledger.issues()[0].issue_id == ISSUE
 
 
+def test_variants_can_be_rendered_once_the_recipients_are_read(ledger: Ledger) -> None:
+    """A function for the variants is called after the recipients, so one pass over the list
+    tells which to render; a resume never calls it (the frozen ones stand)."""
+    seen: list[str] = []
+
+    def recipients() -> Iterator[Recipient]:
+        for person in PEOPLE:
+            seen.append(person.variant)
+            yield person
+
+    def variants() -> dict[str, bytes]:
+        assert len(seen) == len(PEOPLE)
+        return {key: VARIANTS[key] for key in set(seen)}
+
+    frozen = ledger.freeze(ISSUE, variants=variants, recipients=recipients(), at=AT)
+    assert dict(frozen.variants) == VARIANTS
+    again = ledger.freeze(
+        ISSUE, variants=lambda: pytest.fail("rendered again"), recipients=[], at=AT
+    )
+    assert dict(again.variants) == VARIANTS
+
+
 def test_write_applies_claims_and_outcomes_in_order_in_one_transaction(ledger: Ledger) -> None:
     """The sender's batch: each step moves its row only from the state it expects, in order, so
     one batch can finish a copy and claim it again never."""
