@@ -18,9 +18,16 @@ connections (our concurrency), each SIZE bytes of payload: the mean size of our 
 headers included, measured on a sample of the list's copies; smtp-source adds its own few
 headers on top. It is timed the same way, from start to exit.
 
+`smtp-source` runs twice, just before and just after our send, and the faster run counts: the
+machine's load moves from minute to minute, and it should not flatter us.
+
+With several sending processes, peak memory is the parent's plus each of theirs (the largest
+one's, times their number).
+
 Environment: BENCH_SEND_SUBSCRIBERS (rows in the list, default 100,000; the memory target is set
-at 1,000,000) and BENCH_SEND_CONCURRENCY (one value, or several separated by commas, each run in
-turn; default 16). Needs /usr/sbin/smtp-sink and smtp-source (Debian's postfix; `make bench`
+at 1,000,000), BENCH_SEND_CONCURRENCY (one value, or several separated by commas, each run in
+turn; default 16) and BENCH_SEND_PROCESSES (`--processes`; default digest's own, one per two
+CPUs). Needs /usr/sbin/smtp-sink and smtp-source (Debian's postfix; `make bench`
 installs it).
 """
 
@@ -44,6 +51,7 @@ from pathlib import Path
 from bench.subscribers import run_digest, write_list
 from digest import message, pipeline, render, tokens
 from digest.config import Config, load_config
+from digest.errors import MessageError
 from digest.project import data_dir
 from digest.subscribers import SubscriberFile
 
@@ -51,6 +59,7 @@ SINK = Path("/usr/sbin/smtp-sink")
 SOURCE = Path("/usr/sbin/smtp-source")
 SUBSCRIBERS = int(os.environ.get("BENCH_SEND_SUBSCRIBERS", "100000"))
 CONCURRENCY = tuple(int(c) for c in os.environ.get("BENCH_SEND_CONCURRENCY", "16").split(","))
+PROCESSES = os.environ.get("BENCH_SEND_PROCESSES", "")
 SINCE, UNTIL = date(2026, 11, 16), date(2026, 11, 22)
 SAMPLE = 2_000  # copies composed in this process to measure the mean message size
 TARGET_RATIO = 0.5  # our messages/s against smtp-source's
@@ -58,7 +67,8 @@ TARGET_MB = 250  # at 1,000,000 subscribers
 # The line `digest send` ends with; if its wording changes, the benchmark stops rather than guess.
 SUMMARY = re.compile(
     r"^\S+: (?P<sent>[\d,]+) sent, (?P<failed>[\d,]+) failed, (?P<unknown>[\d,]+) unknown, "
-    r"(?P<skipped>[\d,]+) skipped in (?P<seconds>[\d.]+)s \((?P<rate>[\d.]+) messages/s[^)]*\)",
+    r"(?P<skipped>[\d,]+) skipped in (?P<seconds>[\d.]+)s \((?P<rate>[\d.]+) messages/s"
+    r"(?:, (?P<processes>\d+) processes)?\)",
     re.MULTILINE,
 )
 SUMMARY_COUNTS = ("sent", "failed", "unknown")
@@ -85,7 +95,7 @@ def run() -> Iterator[str]:
             "DKIM_PRIVATE_KEY_FILE": "",  # unsigned, whatever the caller's environment says
         }
         run_digest(config_path, "collect", env=env)
-        size, sampled = mean_size(load_config(config_path, environ=env))
+        size, sampled, copies = mean_size(load_config(config_path, environ=env))
         yield (
             f"send: {SUBSCRIBERS:,} rows in the list, messages {size / 1000:.1f} KB on average "
             f"(headers included, over {sampled:,} copies)"
@@ -93,20 +103,23 @@ def run() -> Iterator[str]:
         with smtp_sink() as port:
             env |= {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port)}
             for concurrency in CONCURRENCY:
-                yield from compare(config_path, env, concurrency, size, port)
+                yield from compare(config_path, env, concurrency, size, copies, port)
 
 
 def compare(
-    config_path: Path, env: dict[str, str], concurrency: int, size: int, port: int
+    config_path: Path, env: dict[str, str], concurrency: int, size: int, copies: int, port: int
 ) -> Iterator[str]:
-    """One send from a fresh archive and ledger, then smtp-source with as many messages."""
+    """One send from a fresh archive and ledger, with smtp-source sending as many messages
+    before and after it."""
     shutil.rmtree(config_path.parent / ".digest", ignore_errors=True)
     run_digest(config_path, "collect", env=env)
-    seconds, peak, output = run_digest(
+    before = smtp_source(port, concurrency, copies, size)
+    seconds, own_peak, child_peak, output = run_digest(
         config_path,
         "send",
         *("--since", SINCE.isoformat(), "--until", UNTIL.isoformat()),
         *("--concurrency", str(concurrency)),
+        *(("--processes", PROCESSES) if PROCESSES else ()),
         env=env,
     )
     summary = SUMMARY.search(output)
@@ -115,24 +128,31 @@ def compare(
     sent, failed, unknown = (int(summary[k].replace(",", "")) for k in SUMMARY_COUNTS)
     if sent == 0 or failed or unknown:
         raise RuntimeError(f"digest send did not deliver every copy: {summary[0]}")
+    if sent != copies:
+        raise RuntimeError(f"digest send sent {sent:,} copies, {copies:,} were expected")
+    processes = int(summary["processes"] or 1)
+    peak = own_peak + (child_peak * processes if processes > 1 else 0)
     ours, loop = sent / seconds, float(summary["rate"])
     yield (
-        f"digest send, {concurrency} connections: {sent:,} messages in {seconds:.1f} s, "
+        f"digest send, {concurrency} connections, {processes} process"
+        f"{'es' if processes > 1 else ''}: {sent:,} messages in {seconds:.1f} s, "
         f"{ours:,.0f} messages/s end to end, {loop:,.0f}/s in the delivery loop "
         f"({float(summary['seconds']):.1f} s); peak memory {peak:.0f} MB (target < {TARGET_MB} "
         f"MB at 1,000,000 rows); load average {os.getloadavg()[0]:.1f}"
     )
-    theirs = smtp_source(port, concurrency, sent, size)
+    after = smtp_source(port, concurrency, sent, size)
+    theirs = min(before, after)
     yield (
-        f"smtp-source -d -s {concurrency} -m {sent} -l {size}: {theirs:.1f} s, "
-        f"{sent / theirs:,.0f} messages/s; digest send does {ours * theirs / sent:.2f} of that "
-        f"end to end, {loop * theirs / sent:.2f} in its loop (target >= {TARGET_RATIO})"
+        f"smtp-source -d -s {concurrency} -m {sent} -l {size}: {before:.1f} s before, "
+        f"{after:.1f} s after, so {sent / theirs:,.0f} messages/s; digest send does "
+        f"{ours * theirs / sent:.2f} of that end to end, {loop * theirs / sent:.2f} in its loop "
+        f"(target >= {TARGET_RATIO})"
     )
 
 
-def mean_size(config: Config) -> tuple[int, int]:
-    """The mean size in bytes of the copies sent to the first SAMPLE readers who get one, and
-    how many that was."""
+def mean_size(config: Config) -> tuple[int, int, int]:
+    """The mean size in bytes of the copies sent to the first SAMPLE readers who get one, how
+    many that was, and how many readers get one: as many messages as smtp-source sends."""
     request = pipeline.PeriodRequest(since=SINCE, until=UNTIL)
     now = datetime.now(config.newsletter.timezone)
     issue = pipeline.select(config, request, now=now)
@@ -143,9 +163,17 @@ def mean_size(config: Config) -> tuple[int, int]:
 
     composer = message.Composer(config, issue, rendered, now=now)
     readers = (s for s in SubscriberFile(config.subscribers_path) if s.receives_mail)
-    wanted = (s for s in readers if composer.skip_reason(s) is None)
+    wanted = (s for s in readers if composer.skip_reason(s) is None and _valid(s.email))
     sizes = [len(composer.compose(s).data) for s in itertools.islice(wanted, SAMPLE)]
-    return round(sum(sizes) / len(sizes)), len(sizes)
+    return round(sum(sizes) / len(sizes)), len(sizes), len(sizes) + sum(1 for _ in wanted)
+
+
+def _valid(address: str) -> bool:
+    try:
+        message.checked_address(address, where="bench")
+    except MessageError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -89,11 +89,13 @@ def best_run(config: Path, command: str) -> tuple[float, float]:
 # Runs the CLI, then records the process's own high-water mark. ru_maxrss from wait4 would not do:
 # Linux carries the parent's peak over fork and exec, so every child would report this benchmark's.
 _CHILD = """
-import atexit, sys
+import atexit, resource, sys
 from digest.cli import main
 def record(path=sys.argv.pop(1)):
+    largest_child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # kB, as VmHWM
     with open("/proc/self/status") as status, open(path, "w") as out:
-        out.write(next(line for line in status if line.startswith("VmHWM:")).split()[1])
+        own = next(line for line in status if line.startswith("VmHWM:")).split()[1]
+        out.write(f"{own} {largest_child}")
 atexit.register(record)
 sys.argv[0] = "digest"
 main()
@@ -102,15 +104,16 @@ main()
 
 def measure(config: Path, *command: str) -> tuple[float, float]:
     """Seconds from start to exit, and peak resident memory in MB, of `digest subscribers`."""
-    seconds, peak, _ = run_digest(config, "subscribers", *command)
+    seconds, peak, _, _ = run_digest(config, "subscribers", *command)
     return seconds, peak
 
 
 def run_digest(
     config: Path, *command: str, env: Mapping[str, str] | None = None
-) -> tuple[float, float, str]:
-    """Seconds from start to exit, peak resident memory in MB, and the output (stdout and
-    stderr) of one `digest` process; `env` is added to this process's environment."""
+) -> tuple[float, float, float, str]:
+    """Seconds from start to exit, peak resident memory in MB (the process's own, and its
+    largest child's: a send may start sending processes), and the output (stdout and stderr)
+    of one `digest` process; `env` is added to this process's environment."""
     with tempfile.TemporaryDirectory() as tmp:
         peak_file, log = Path(tmp) / "peak", Path(tmp) / "log"
         argv = [sys.executable, "-c", _CHILD, str(peak_file), "--config", str(config)]
@@ -122,7 +125,8 @@ def run_digest(
         output = log.read_text(encoding="utf-8", errors="replace")
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed: {output[-2000:]}")
-        return seconds, int(peak_file.read_text()) * 1024 / 1e6, output  # VmHWM is in kB
+        own, child = (int(kb) * 1024 / 1e6 for kb in peak_file.read_text().split())
+        return seconds, own, child, output
 
 
 def write_list(path: Path, rows: int) -> tuple[Path, str]:
