@@ -13,13 +13,12 @@ that time. Its own summary line gives the delivery loop alone (first connection 
 both rates are reported, the end-to-end one against the target. Peak memory is the process's
 high-water mark (VmHWM), as in bench/subscribers.py.
 
-`smtp-source -d -s C -m M -l SIZE` then sends M messages (as many as we sent) over C
-connections (our concurrency), each SIZE bytes of payload: the mean size of our messages,
-headers included, measured on a sample of the list's copies; smtp-source adds its own few
-headers on top. It is timed the same way, from start to exit.
-
-`smtp-source` runs twice, just before and just after our send, and the faster run counts: the
-machine's load moves from minute to minute, and it should not flatter us.
+`smtp-source -d -s C -m M -l SIZE` sends M messages (as many as the list has readers who get a
+copy) over C connections (our concurrency), each SIZE bytes of payload: the mean size of our
+messages, headers included, measured on a sample of the list's copies; smtp-source adds its own
+few headers on top. It is timed the same way, from start to exit, twice: just before and just
+after our send, and the faster run counts. The machine's load moves from minute to minute, and
+it should not flatter us.
 
 With several sending processes, peak memory is the parent's plus each of theirs (the largest
 one's, times their number).
