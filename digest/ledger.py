@@ -277,12 +277,7 @@ class Ledger(SqliteFile):
         """The state of this reader's copy and the address it was frozen for (validated then),
         or None if the issue was not frozen for them: one indexed lookup, so a send of a
         million readers needs no million-address set in memory."""
-        with self._reading("reading a row") as db:
-            found = db.execute(
-                "SELECT state, address FROM deliveries WHERE issue_id = ? AND key = ?",
-                (issue_id, email_key(address)),
-            ).fetchone()
-        return None if found is None else (RowState(found[0]), found[1])
+        return self.copies_of(issue_id, [address]).get(email_key(address))
 
     def copies_of(self, issue_id: str, addresses: Sequence[str]) -> dict[str, tuple[RowState, str]]:
         """`copy_of` for many readers in one query, by `email_key` of each address found: a

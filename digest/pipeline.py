@@ -615,17 +615,19 @@ def _deliver_shard(task: _ShardTask, shard: shards.Shard) -> _ShardResult:
     readers = SubscriberFile(config.subscribers_path).shard(shard.index, shard.count)
     limit = task.options.limit
     skipped: list[str] = []
-    last: list[sender.SendReport] = []
+    # The tallies the parent adds up: the last progress report, then the final one.
+    last = sender.SendReport(0, 0, 0, 0, 0, (), 0.0)
 
     def progress(report: sender.SendReport) -> None:
-        last[:] = [report]
+        nonlocal last
+        last = report
         shard.progress(report)
 
     with Ledger.open(_ledger_path(config)) as book:
         renderer.load(book.variants(issue.id))
         jobs = _pending_copies(composer, book, readers, skipped)
         try:
-            report = asyncio.run(
+            last = asyncio.run(
                 sender.deliver(
                     itertools.islice(jobs, None if limit is None else _share(limit, shard)),
                     book,
@@ -637,13 +639,8 @@ def _deliver_shard(task: _ShardTask, shard: shards.Shard) -> _ShardResult:
                 )
             )
         finally:
-            shard.progress(last[0] if last else _nothing_yet(), final=True)
-    shard.progress(report, final=True)
+            shard.progress(last, final=True)
     return _ShardResult(tuple(skipped))
-
-
-def _nothing_yet() -> sender.SendReport:
-    return sender.SendReport(0, 0, 0, 0, 0, (), 0.0)
 
 
 def _share(total: int, shard: shards.Shard) -> int:
