@@ -340,7 +340,7 @@ def preview_issue(
     "test_addresses",
     multiple=True,
     metavar="ADDR",
-    help="Send only a [TEST] copy to ADDR (repeatable); not recorded as the issue's send.",
+    help="Send only a test copy to ADDR (repeatable); not recorded as the issue's send.",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Send at most N messages this run.")
 @click.option(
@@ -407,7 +407,7 @@ def send(
     report = outcome.report
     if dry_run:
         if outcome.sample is not None:
-            click.echo(outcome.sample.decode("ascii", "replace").replace("\r\n", "\n"))
+            click.echo(outcome.sample, nl=False)  # as sent, like `build --format eml`
         click.echo(
             f"{outcome.issue_id}: dry run: {outcome.composed} composed, {report.skipped} skipped, "
             "nothing sent"

@@ -5,11 +5,12 @@ they can), both UTF-8 and quoted-printable, so lines stay short and the source s
 Headers are encoded for any SMTP server (RFC 2047 for non-ASCII), and a one-click unsubscribe
 (RFC 8058) rides along with the List-Id (RFC 2919).
 
-`compose` builds one message with the email package (the sample `digest build` writes);
-`Composer` makes a whole send's copies. Everything a variant's copies share (all headers but To,
-Message-ID and List-Unsubscribe; both parts, quoted-printable; the boundary) is encoded once into
-a template of byte chunks; a reader's copy joins those chunks with their own few values, each
-encoded on its own (about 0.05 ms a copy for a 100 KB issue).
+`Composer` makes every copy of an issue: each reader's in a send, a test copy, the dry run's
+sample, and the one `digest build` writes and `digest preview` shows, so the same reader's copy
+is the same bytes whichever made it, but for its Date and Message-ID. Everything a variant's
+copies share (all headers but To, Message-ID and List-Unsubscribe; both parts, quoted-printable;
+the boundary) is encoded once into a template of byte chunks; a reader's copy joins those chunks
+with their own few values, each encoded on its own (about 0.05 ms a copy for a 100 KB issue).
 
 Why quoted-printable with a soft line break around every personal value: the message stays 7-bit
 (no relay has to convert it, which would break a DKIM signature), every line stays within
@@ -64,60 +65,6 @@ from digest.tokens import list_id, make_token, preferences_url, secret_from, uns
 POLICY = policy.SMTP
 
 
-def compose(
-    *,
-    sender: str,
-    to: Address,
-    subject: str,
-    text: str,
-    html: str,
-    date: datetime,
-    message_id: str,
-    unsubscribe_url: str | None = None,
-    list_id: str | None = None,
-    list_name: str = "",
-) -> EmailMessage:
-    """A complete message for one reader; the same arguments always give the same bytes."""
-    message = EmailMessage(policy=POLICY)
-    try:
-        message["From"] = sender
-        message["To"] = to
-        message["Subject"] = subject
-    except (ValueError, IndexError) as err:  # the header registry's way of refusing a value
-        raise MessageError(f"cannot write the message's headers: {err}") from err
-    message["Date"] = format_datetime(date)
-    message["Message-ID"] = message_id
-    if list_id:
-        message["List-Id"] = f"{list_name} <{list_id}>" if list_name else f"<{list_id}>"
-    if unsubscribe_url:
-        message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    message.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
-    # A boundary from the parts' own hash: the same copy gives the same bytes, and no feed text
-    # can contain the hash of itself, so none can end a part early.
-    parts = f"{text}\0{html}".encode("utf-8", "surrogatepass")
-    message.set_boundary(f"=_digest_{hashlib.sha256(parts).hexdigest()[:32]}")
-    return message
-
-
-def address(email: str, name: str = "") -> Address:
-    """A To: address; MessageError when `email` is not one."""
-    local, at, domain = email.strip().rpartition("@")
-    if not (at and local and domain) or any(c in email for c in "\r\n<>,"):
-        raise MessageError(f"not an email address: {email!r}")
-    try:
-        return Address(display_name=" ".join(name.split()), username=local, domain=domain)
-    except (ValueError, IndexError) as err:
-        raise MessageError(f"not an email address: {email!r} ({err})") from err
-
-
-def message_id(*, issue_id: str, email: str, sender: str) -> str:
-    """`<issue.hash@sender-domain>`: stable, so the same reader's copy of an issue keeps its id
-    (a resend is recognisably the same message), and it does not reveal the address."""
-    return _message_id(issue_id, email, _id_domain(sender))
-
-
 def _id_domain(sender: str) -> str:
     domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
     try:
@@ -128,15 +75,12 @@ def _id_domain(sender: str) -> str:
 
 
 def _message_id(issue_id: str, email: str, domain: str) -> str:
+    """`<issue.hash@sender-domain>`: stable, so the same reader's copy of an issue keeps its id
+    (a resend is recognisably the same message), and it does not reveal the address."""
     digest = hashlib.sha256(f"{issue_id}\n{email.lower()}".encode()).hexdigest()[:20]
     # Only atext: an issue id format with spaces or brackets cannot break the header.
     left = _NOT_ATEXT.sub("-", issue_id).strip(".") or "issue"
     return f"<{left}.{digest}@{domain}>"
-
-
-def as_bytes(message: EmailMessage) -> bytes:
-    """The message as an .eml file holds it: CRLF line endings, 7-bit clean."""
-    return message.as_bytes(policy=POLICY)
 
 
 # --- Composing at scale: see the module's docstring ---------------------------------------
@@ -163,7 +107,6 @@ SIGNED_HEADERS = (
     "MIME-Version",
     "Content-Type",
 )
-TEST_PREFIX = "[TEST] "  # before the subject of a copy sent with `digest send --to`
 DKIM_VARS = ("DKIM_PRIVATE_KEY_FILE", "DKIM_SELECTOR", "DKIM_DOMAIN")
 
 
@@ -400,8 +343,9 @@ class Composer:
     function called once per variant the first time a subscriber needs it, so premailer runs
     once per variant whatever the number of subscribers. `now` is the Date header. Each copy is
     DKIM-signed when DKIM_PRIVATE_KEY_FILE, DKIM_SELECTOR and DKIM_DOMAIN are set. A test copy
-    has "[TEST]" before its subject and a Message-ID of its own, so a mail client never takes
-    it for the reader's real copy of the issue.
+    is the reader's copy with a Message-ID of its own, so a mail client never takes it for the
+    real one when that arrives. A `preview_token` stands in for every reader's signed token (a
+    preview made without DIGEST_SECRET); no page accepts it.
     """
 
     def __init__(
@@ -412,16 +356,18 @@ class Composer:
         *,
         now: datetime,
         test_copy: bool = False,
+        preview_token: str | None = None,
     ) -> None:
         self.config, self.issue = config, issue
-        self._subject_prefix = TEST_PREFIX if test_copy else ""
         self._id_seed = f"{issue.id}.test.{now:%Y%m%d%H%M%S}" if test_copy else issue.id
         self._rendered = rendered.__getitem__ if isinstance(rendered, Mapping) else rendered
         self._dkim = dkim_key(config)  # None unless DKIM_* are set
         if now.tzinfo is None:
             raise MessageError(f"the Date needs an aware time, got {now!r}")
         self._date = format_datetime(now)
-        self._secret, self._list_id = secret_from(config), list_id(config)
+        self._list_id = list_id(config)
+        self._preview_token = preview_token
+        self._secret = secret_from(config) if preview_token is None else b""
         name, sender_address = parseaddr(config.newsletter.sender)
         if _CONTROL.search(config.newsletter.sender):
             raise MessageError("the sender contains a control character", where="newsletter.from")
@@ -472,14 +418,8 @@ class Composer:
         """This subscriber's message to `address`, which `checked_address` already gave (the
         ledger keeps it from the freeze: checking an address costs more than composing)."""
         template = self._template(self.variant_of(subscriber))
-        token = make_token(subscriber.email, list_id=self._list_id, secret=self._secret)
-        unsubscribe = unsubscribe_url(self.config, token)
-        recipient = Recipient(
-            email=subscriber.email,
-            unsubscribe_url=unsubscribe,
-            preferences_url=preferences_url(self.config, token),
-            name=subscriber.first_name,
-        )
+        recipient = self.recipient_of(subscriber)
+        unsubscribe = recipient.unsubscribe_url
         values = template.rendered.values(recipient)
         # Only the slots this variant's parts hold; a value escaping leaves alone (a URL, an
         # address) is the same text in both parts, encoded once.
@@ -506,6 +446,18 @@ class Composer:
             )
             data = _sign(template.head + own + template.tail, canonical, self._dkim) + data
         return Composed(address, ident, data, dot_free=template.dot_free)
+
+    def recipient_of(self, subscriber: Subscriber) -> Recipient:
+        """This subscriber's own values in their copy: address, name and links."""
+        token = self._preview_token
+        if token is None:
+            token = make_token(subscriber.email, list_id=self._list_id, secret=self._secret)
+        return Recipient(
+            email=subscriber.email,
+            unsubscribe_url=unsubscribe_url(self.config, token),
+            preferences_url=preferences_url(self.config, token),
+            name=subscriber.first_name,
+        )
 
     def compose_all(self, subscribers: Iterable[Subscriber]) -> Iterator[Composed | Skipped]:
         """A copy per subscriber, lazily; a Skipped for each who gets none, bad addresses too."""
@@ -541,7 +493,6 @@ class Composer:
         subject = clean_text(rendered.subject)  # a feed's title can be in it
         if not subject:
             raise MessageError("the subject is empty", where="email.subject")
-        subject = self._subject_prefix + subject
         head = b"".join(
             [
                 _header("From", self._from),

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from email.headerregistry import Address
+from email import policy as email_policy
 from email.message import EmailMessage
+from email.parser import BytesParser
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Literal
@@ -191,11 +192,12 @@ PREVIEW_TOKEN = "PREVIEW-NOT-A-REAL-TOKEN"
 
 @dataclass(frozen=True, slots=True)
 class Reader:
-    """Who a copy is for: their address, their variant of the issue and their own links."""
+    """Who a copy is for: the subscriber (or the made-up reader) and their variant of the issue;
+    without DIGEST_SECRET, the stand-in token their links carry."""
 
-    address: Address
+    subscriber: Subscriber
     variant: render.Variant
-    recipient: render.Recipient
+    preview_token: str | None = None
     warnings: tuple[str, ...] = ()
 
 
@@ -206,11 +208,11 @@ class Sample:
     issue: Issue
     reader: Reader
     email: render.Email
-    message: EmailMessage
+    eml: bytes  # the message as `send` would send it to this reader
 
     @property
-    def eml(self) -> bytes:
-        return message.as_bytes(self.message)
+    def message(self) -> EmailMessage:
+        return BytesParser(policy=email_policy.default).parsebytes(self.eml)
 
 
 def render_issue(
@@ -235,8 +237,7 @@ def reader_for(config: Config, email: str | None = None) -> Reader:
     """
     warnings: list[str] = []
     if email is None:
-        address, name, full_name = SAMPLE_READER, "", ""
-        variant = render.variant_for(config)
+        subscriber = Subscriber(SAMPLE_READER)
     else:
         found = SubscriberFile(config.subscribers_path).find(email)
         if found is None:
@@ -247,27 +248,18 @@ def reader_for(config: Config, email: str | None = None) -> Reader:
             )
         if not found.receives_mail:
             warnings.append(f"{found.email} is {found.status}: they will not receive this issue")
-        address, name = found.email, found.first_name
-        variant = render.variant_for(config, found.language, found.sections)
-        full_name = f"{found.first_name} {found.last_name}"
+        subscriber = found
+    preview_token = None
     if not config.env.get(tokens.SECRET_VAR, "").strip():
-        token = PREVIEW_TOKEN
+        preview_token = PREVIEW_TOKEN
         warnings.append(
             f"{tokens.SECRET_VAR} is unset: the unsubscribe and preferences links carry a fake "
             "preview token (sending needs the secret)"
         )
-    else:
-        secret = tokens.secret_from(config)
-        token = tokens.make_token(address, list_id=tokens.list_id(config), secret=secret)
     return Reader(
-        address=message.address(address, full_name),
-        variant=variant,
-        recipient=render.Recipient(
-            email=address,
-            name=name,
-            unsubscribe_url=tokens.unsubscribe_url(config, token),
-            preferences_url=tokens.preferences_url(config, token),
-        ),
+        subscriber=subscriber,
+        variant=render.variant_for(config, subscriber.language, subscriber.sections),
+        preview_token=preview_token,
         warnings=tuple(warnings),
     )
 
@@ -275,23 +267,14 @@ def reader_for(config: Config, email: str | None = None) -> Reader:
 def copy_for(
     config: Config, issue: Issue, rendered: render.Rendered, reader: Reader, *, now: datetime
 ) -> Sample:
-    """One reader's copy from their rendered variant: cheap, no templates involved."""
-    email = rendered.personalise(reader.recipient)
-    composed = message.compose(
-        sender=config.newsletter.sender,
-        to=reader.address,
-        subject=email.subject,
-        text=email.text,
-        html=email.html,
-        date=now,
-        message_id=message.message_id(
-            issue_id=issue.id, email=reader.recipient.email, sender=config.newsletter.sender
-        ),
-        unsubscribe_url=reader.recipient.unsubscribe_url,
-        list_id=tokens.list_id(config),
-        list_name=config.newsletter.name,
+    """One reader's copy from their rendered variant, by the composer `send` uses: cheap, no
+    templates involved."""
+    composer = message.Composer(
+        config, issue, {reader.variant: rendered}, now=now, preview_token=reader.preview_token
     )
-    return Sample(issue=issue, reader=reader, email=email, message=composed)
+    composed = composer.compose(reader.subscriber)
+    email = rendered.personalise(composer.recipient_of(reader.subscriber))
+    return Sample(issue=issue, reader=reader, email=email, eml=composed.data)
 
 
 def sample(
@@ -493,8 +476,9 @@ def send_test_copies(
     now: datetime,
     issue_id: str | None = None,
 ) -> SendOutcome:
-    """A "[TEST]" copy of the issue to each address, as that subscriber (or a reader of every
-    section) would get it; nothing is recorded, so the real send is unaffected."""
+    """A test copy of the issue to each address, the message that subscriber (or a reader of
+    every section) gets but for its own Message-ID; nothing is recorded, so the real send is
+    unaffected."""
     issue = issue_to_send(config, request, now=now, issue_id=issue_id)
     file = SubscriberFile(config.subscribers_path)
     readers = [

@@ -79,7 +79,7 @@ class Recipient:
 
 @dataclass(frozen=True, slots=True)
 class Email:
-    """One reader's copy: what message.compose puts into the MIME message."""
+    """One reader's copy as they read it: the subject, preheader, HTML and text."""
 
     subject: str
     preheader: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import json
+import re
 import subprocess
 import sys
 from email import policy
@@ -240,7 +241,8 @@ def test_build_with_a_secret_signs_the_readers_links(starter: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert "warning" not in result.stderr
     parsed = email.message_from_bytes(result.stdout_bytes, policy=policy.default)
-    link = str(parsed["List-Unsubscribe"]).strip("<>")
+    link, mailto = re.findall(r"<([^>]*)>", str(parsed["List-Unsubscribe"]))
+    assert mailto.startswith("mailto:")
     assert link.startswith("https://dispatch.example.org/digest/unsubscribe?t=")
     token = link.split("t=", 1)[1]
     config = load_config(starter, environ={"DIGEST_SECRET": SECRET})

@@ -114,7 +114,7 @@ def test_the_walkthrough_runs_as_written(
     assert not hands
     assert "OK    smtp: STARTTLS offered and negotiated" in outputs["digest doctor"]
     test_copies = [m for m in relay.messages if m.recipients == ("editor@example.org",)]
-    assert len(test_copies) == 2 and b"Subject: [TEST] " in test_copies[0].data
+    assert len(test_copies) == 2
     assert relay.copies()["s1@example.com"] == 1
     assert Path("public/index.html").is_file()
     (cron_line,) = (tmp_path / "cron" / "table").read_text(encoding="utf-8").splitlines()

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import mailbox
 import os
 import pty
+import re
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import dkim
 import filelock
 import pytest
 from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from smtp_server import (
     DROP_AFTER_DATA,
     SlowData,
@@ -243,9 +250,9 @@ def test_retry_unknown_resends_only_the_copies_whose_fate_was_unknown(
     assert ledger_counts(project) == (3, 0, 0, 0)
 
 
-def test_to_sends_marked_test_copies_and_records_nothing(project: Path, smtp: SmtpRecorder) -> None:
-    """--to mails a [TEST] copy to each address (a subscriber's as they would get it), with
-    Message-IDs of their own; the issue's real send afterwards still reaches everyone."""
+def test_to_sends_test_copies_and_records_nothing(project: Path, smtp: SmtpRecorder) -> None:
+    """--to mails each address a copy (a subscriber's as they would get it) with a Message-ID
+    of its own; the issue's real send afterwards still reaches everyone."""
     result = run(
         project, "send", *WEEK, "--to", "editor@example.org", "--to", "ana.perez@example.org",
         env=smtp_env(smtp),
@@ -254,7 +261,7 @@ def test_to_sends_marked_test_copies_and_records_nothing(project: Path, smtp: Sm
     assert "2026-W47: test copies: 2 sent" in result.stdout
     assert smtp.copies() == {"editor@example.org": 1, "ana.perez@example.org": 1}
     tests = list(smtp.messages)
-    assert all(b"\r\nSubject: [TEST] The Harbor Dispatch Weekly" in m.data for m in tests)
+    assert all(b"\r\nSubject: The Harbor Dispatch Weekly" in m.data for m in tests)
     to_ana = next(m.data for m in tests if "ana.perez@example.org" in m.recipients)
     text = email.message_from_bytes(to_ana, policy=email.policy.default).get_body(("plain",))
     assert text is not None and "Hola, Ana" in text.get_content()  # her language, her name
@@ -432,3 +439,110 @@ def test_killing_a_two_process_send_stops_both_and_a_rerun_completes_it(project:
 def smtp_copies_at_most_one(server: SmtpRecorder, readers: set[str]) -> bool:
     copies = server.copies()
     return set(copies) <= readers and all(n == 1 for n in copies.values())
+
+
+# One message: whatever makes a reader's copy, it is the message `send` sends them.
+
+READER = "ana.perez@example.org"  # the first subscribed reader: hers is the dry run's sample
+
+
+@pytest.fixture(scope="module")
+def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], bytes]:
+    """DKIM settings with a fresh 2048-bit key in a file, and the DNS TXT record publishing it."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path_factory.mktemp("dkim") / "dkim.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    settings = {
+        "DKIM_PRIVATE_KEY_FILE": str(path),
+        "DKIM_SELECTOR": "digest",
+        "DKIM_DOMAIN": "dispatch.example.org",
+    }
+    return settings, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+def test_the_built_eml_unsubscribes_in_one_click_on_digest_serve_and_its_dkim_verifies(
+    project: Path, smtp: SmtpRecorder, dkim_key: tuple[dict[str, str], bytes]
+) -> None:
+    """build's .eml carries a usable List-Unsubscribe (https and mailto) whose RFC 8058 POST
+    unsubscribes the reader on a running `digest serve`, and a signature dkimpy verifies."""
+    settings, record = dkim_key
+    env = {**smtp_env(smtp), **settings}
+    built = run(project, "build", *WEEK, "--offline", "--for", READER, env=env)
+    assert built.exit_code == 0, built.output
+    eml = (project.parent / "out" / "2026-W47.eml").read_bytes()
+    assert dkim.verify(eml, dnsfunc=lambda name, timeout=5: record)
+    parsed = email.message_from_bytes(eml, policy=email.policy.default)
+    header = str(parsed["List-Unsubscribe"])
+    assert "=?" not in header  # no encoded word: a mail program reads the URIs as they are
+    https, mailto = re.findall(r"<([^<>]+)>", header)
+    assert mailto == "mailto:weekly@dispatch.example.org?subject=unsubscribe"
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    public_url = load_config(project).newsletter.public_url
+    assert https.startswith(f"{public_url}/unsubscribe?t=")
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "digest", "--config", str(project), "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DIGEST_SECRET": SECRET},
+    )
+    try:
+        assert serving.stdout is not None
+        line = serving.stdout.readline()
+        address = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert address, line
+        # The public URL is where a proxy forwards to `digest serve`: post where it would.
+        request = urllib.request.Request(
+            address[0] + https.removeprefix(public_url),
+            data=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            method="POST",
+        )
+        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with no_proxy.open(request, timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        serving.send_signal(signal.SIGINT)
+        serving.communicate(timeout=10)
+    found = SubscriberFile(project.parent / "subscribers.csv").find(READER)
+    assert found is not None and found.status is SubscriberStatus.UNSUBSCRIBED
+
+
+def masked(data: bytes) -> bytes:
+    """A copy with its Date and Message-ID blanked, and its DKIM signature's b= too: b= signs
+    the Date and Message-ID headers, so it differs whenever they do (bh=, the body's hash,
+    is left as it is: the bodies must be the same)."""
+    data = re.sub(rb"(?m)^(Date|Message-ID): [^\r]*\r\n", rb"\1: -\r\n", data)
+    return re.sub(rb"(?m)^ b=[A-Za-z0-9+/=]+\r\n", b" b=-\r\n", data)
+
+
+def test_every_copy_for_a_reader_is_the_same_message_but_date_and_message_id(
+    project: Path, smtp: SmtpRecorder, dkim_key: tuple[dict[str, str], bytes]
+) -> None:
+    """build's .eml and --format eml, the --to copy, the dry run's sample and the copy sent
+    are the same bytes for the same reader, but for Date, Message-ID and the signature."""
+    env = {**smtp_env(smtp), **dkim_key[0]}
+    assert run(project, "build", *WEEK, "--for", READER, env=env).exit_code == 0
+    copies = {"build": (project.parent / "out" / "2026-W47.eml").read_bytes()}
+    printed = run(project, "build", *WEEK, "--for", READER, "--format", "eml", env=env)
+    copies["build --format eml"] = printed.stdout_bytes
+    assert run(project, "send", *WEEK, "--to", READER, env=env).exit_code == 0
+    (test_copy,) = smtp.messages
+    copies["send --to"] = test_copy.data
+    dry_run = run(project, "send", *WEEK, "--dry-run", env=env)
+    copies["send --dry-run"] = dry_run.stdout_bytes.rpartition(b"2026-W47: dry run:")[0]
+    assert run(project, "send", *WEEK, env=env).exit_code == 0
+    (sent,) = (m for m in smtp.messages[1:] if m.recipients == (READER,))
+    copies["send"] = sent.data
+    assert all(copy.startswith(b"DKIM-Signature:") for copy in copies.values())
+    assert len({masked(copy) for copy in copies.values()}) == 1, copies.keys()
+    assert copies["send --to"] != copies["send"]  # its own Message-ID: no client merges them
