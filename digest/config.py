@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
+from email_validator import EmailNotValidError, validate_email
 
 from digest.errors import ConfigError
 
@@ -355,8 +356,7 @@ def _newsletter(r: _Reader, raw: Mapping[str, Any]) -> Newsletter:
             f"unknown time zone {zone_name!r}",
             hint='use an IANA name such as "America/New_York" or "UTC"',
         ) from err
-    sender = r.text("newsletter.from", raw, "from", 'an address like "Name <news@example.org>"')
-    r.checked("newsletter.from", sender, _looks_like_address, 'an address like "Name <a@b.org>"')
+    sender = _sender(r, r.text("newsletter.from", raw, "from", 'an address like "Name <a@b.org>"'))
     public_url = r.text("newsletter.public_url", raw, "public_url", "an http(s) URL")
     r.checked("newsletter.public_url", public_url, _is_http_url, "an http(s) URL")
     archive_url = None
@@ -615,8 +615,32 @@ def _is_http_url(value: str) -> bool:
     return re.fullmatch(r"https?://[^\s/]+(/\S*)?", value) is not None
 
 
-def _looks_like_address(value: str) -> bool:
-    return re.fullmatch(r"([^<>\r\n]*<)?[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+>?", value) is not None
+def _sender(r: _Reader, written: str) -> str:
+    """`from` as written, "Name <address>" or an address, with the name quoted where it needs
+    to be ("Die, Workwear!" <a@b.org>): whatever reads it (parseaddr, the header registry) then
+    finds that name and the address the angle brackets hold."""
+    bracketed = re.fullmatch(r"(?s)(.*?)\s*<([^<>]*)>", written)
+    name, address = (bracketed[1], bracketed[2].strip()) if bracketed else ("", written)
+    if len(name) >= 2 and name[0] == name[-1] == '"':  # quoted already: the name is inside
+        name = re.sub(r"\\(.)", r"\1", name[1:-1])
+    hint = "write the name, then the address in angle brackets: Name <news@example.org>"
+    if _HEADER_BREAKING.search(name):
+        raise r.error("newsletter.from", f"a name with a line break or <>: {written!r}", hint)
+    try:  # as strict as composing is: syntax only, ASCII for any SMTP server
+        validate_email(address, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as err:
+        message = f"expected an address, got {written!r} ({err})"
+        raise r.error("newsletter.from", message, hint) from err
+    if not name:
+        return address
+    if _SPECIALS.search(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{address}>"
+
+
+# In a name, a control character or line break could start a header, and <> an address.
+_HEADER_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029<>]")
+_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')  # RFC 5322: a name holding one is quoted
 
 
 def _kind(value: Any) -> str:

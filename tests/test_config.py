@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,48 @@ def test_malformed_toml_is_one_line(tmp_path: Path) -> None:
 def test_invalid_values_are_refused(tmp_path: Path, edit: tuple[str, str], expected: str) -> None:
     """Each bad value is caught when the config loads, not later in a run."""
     assert expected in load_error(write(tmp_path, MINIMAL.replace(*edit)))
+
+
+@pytest.mark.parametrize(
+    ("written", "name"),
+    [
+        ("Die, Workwear! <digest@example.org>", "Die, Workwear!"),
+        ('"Die, Workwear!" <digest@example.org>', "Die, Workwear!"),
+        ('Die "Workwear" (Berlin); Ltd. <digest@example.org>', 'Die "Workwear" (Berlin); Ltd.'),
+        ("Zoë, Ünal & Co <digest@example.org>", "Zoë, Ünal & Co"),
+        ("digest@example.org", ""),
+    ],
+)
+def test_a_sender_name_with_specials_is_taken_as_written(
+    tmp_path: Path, written: str, name: str
+) -> None:
+    """The address is what the angle brackets hold; the name before them, commas and quotes
+    included, is the display name every reader of `from` finds."""
+    edited = MINIMAL.replace(
+        "Left Voice Weekly <weekly@news.example.org>", written.replace('"', '\\"')
+    )
+    sender = load_config(write(tmp_path, edited), environ={}).newsletter.sender
+    assert parseaddr(sender) == (name, "digest@example.org")
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "Die, Workwear! digest@example.org",
+        "Die <Workwear> <digest@example.org>",
+        "Die Workwear <digest@example>",
+        "Die Workwear <di gest@example.org>",
+        "Die Workwear <digest@example.org",
+        "Die\\nBcc: x@y.org <digest@example.org>",
+    ],
+)
+def test_a_bad_sender_is_refused_when_the_config_loads(tmp_path: Path, written: str) -> None:
+    """A `from` that is not one address (with a name before it) is a ConfigError naming the
+    file's line and the key, before any build."""
+    edited = MINIMAL.replace("Left Voice Weekly <weekly@news.example.org>", written)
+    message = load_error(write(tmp_path, edited))
+    assert message.startswith("digest.toml:5: newsletter.from: "), message
+    assert "\n" not in message
 
 
 def test_optional_tables_are_checked_too(tmp_path: Path) -> None:

@@ -403,6 +403,25 @@ def test_a_domain_is_validated_once_for_all_its_addresses(monkeypatch: pytest.Mo
     assert len(calls) == 1
 
 
+def test_a_sender_name_with_a_comma_is_quoted_in_the_from_header(
+    example: tuple[Config, Issue, Rendered], tmp_path: Path
+) -> None:
+    """`from = "Die, Workwear! <digest@example.org>"` sends From: "Die, Workwear!" <...>, which
+    parses back to that name and address; the list id and Message-ID use that address too."""
+    config, issue, rendered = example
+    written = config.path.read_text(encoding="utf-8").replace(
+        config.newsletter.sender, "Die, Workwear! <digest@example.org>"
+    )
+    (tmp_path / "digest.toml").write_text(written, encoding="utf-8")
+    loaded = load_config(tmp_path / "digest.toml", environ={tokens.SECRET_VAR: SECRET})
+    composed = composer(loaded, issue, rendered).compose(READERS[0])
+    assert composed.data.startswith(b'From: "Die, Workwear!" <digest@example.org>\r\n')
+    (sender,) = reparse(composed.data)["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == ("Die, Workwear!", "digest@example.org")
+    assert reparse(composed.data)["List-Id"].endswith("<digest.example.org>")
+    assert composed.message_id.endswith("@example.org>")
+
+
 @pytest.mark.parametrize(
     ("field", "value", "where"),
     [
