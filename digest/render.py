@@ -19,7 +19,7 @@ import re
 import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from html import escape
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_interval
+from babel.dates import format_date, format_interval, format_skeleton
 from babel.lists import format_list
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -275,10 +275,14 @@ def render_variant(
         a for s in issue.sections if wanted is None or s.name in wanted for a in s.articles
     ]
     last_day = (issue.period.end - timedelta(microseconds=1)).astimezone(zone)
+    strings = translations(variant.language)
     facts = {
         "id": issue.id,
         "date": format_date(last_day, "long", locale=locale),
         "period": period_text(issue.period, zone, variant.language),
+        "span": span_text(
+            issue.period, zone, variant.language, every=config.schedule.every, strings=strings
+        ),
         "article_count": len(shown),
         "featured_title": issue.featured.title if issue.featured else "",
         "web_url": web_url(config, issue.id),
@@ -290,7 +294,7 @@ def render_variant(
     }
     subject = _render_subject(env, config, newsletter, facts)
     preheader = _preheader([a.title for a in shown])
-    gettext = translations(variant.language).gettext
+    gettext = strings.gettext
     context = {
         "lang": str(locale).replace("_", "-"),
         "newsletter": newsletter,
@@ -319,6 +323,46 @@ def period_text(period: Period, zone: ZoneInfo, language: str) -> str:
     last_day = (period.end - timedelta(microseconds=1)).astimezone(zone)
     start = period.start.astimezone(zone).date()
     return format_interval(start, last_day.date(), "yMMMMd", locale=_locale(language))
+
+
+def span_text(
+    period: Period,
+    zone: ZoneInfo,
+    language: str,
+    *,
+    every: str = "week",
+    strings: NullTranslations | None = None,
+) -> str:
+    """How the intro names the period, in the language: "from this week", "from this month",
+    "from these two weeks", "since yesterday" (a daily schedule's day), "from November 3" (one
+    calendar day), else "since November 3". Judged on the wall clock in `zone`, so a week
+    across a DST change is a week; `strings` is the language's catalog, when at hand."""
+    gettext = (strings or translations(language)).gettext
+    start = period.start.astimezone(zone).replace(tzinfo=None)
+    end = period.end.astimezone(zone).replace(tzinfo=None)
+    if end == start + timedelta(days=7):
+        return gettext("from this week")
+    if end == start + timedelta(days=14):
+        return gettext("from these two weeks")
+    if end == _month_after(start):
+        return gettext("from this month")
+    if end == start + timedelta(days=1) and every == "day":
+        return gettext("since yesterday")
+    last_day = (end - timedelta(microseconds=1)).date()
+    skeleton = "MMMMd" if start.year == last_day.year else "yMMMMd"
+    first = format_skeleton(skeleton, start.date(), locale=_locale(language))
+    if last_day == start.date():
+        return gettext("from %(date)s") % {"date": first}
+    return gettext("since %(date)s") % {"date": first}
+
+
+def _month_after(moment: datetime) -> datetime | None:
+    """The same day and time a month later; None when that month has no such day."""
+    year, month = divmod(moment.year * 12 + moment.month, 12)  # month is 0-11 here
+    try:
+        return moment.replace(year=year, month=month + 1)
+    except ValueError:
+        return None
 
 
 def web_page(issue_id: str) -> str:

@@ -297,9 +297,112 @@ def test_spanish_email_has_spanish_dates_strings_and_lang(example: tuple[Config,
     assert "Marisol Vega · 22 de noviembre de 2026" in [text_of(p) for p in doc.find_class("meta")]
     assert "Lucía Ferreira y Tomás Reyes · 19 de noviembre de 2026" in email.text
     assert "Hola, Ana:" in email.text.splitlines()
-    assert "Estas son las 14 noticias de la semana." in email.text
+    assert "Estas son las 14 noticias de esta semana." in email.text
     assert "Cancelar la suscripción" in [text_of(a) for a in doc.iter("a")]
     assert email.subject == "The Harbor Dispatch Weekly: 16–22 de noviembre de 2026"
+
+
+def local(*day: int, hour: int = 0) -> datetime:
+    return datetime(*day, hour, tzinfo=ZONE)
+
+
+# (period, [schedule] every, the intro in English, in Spanish); the example has 14 stories.
+SPANS = {
+    "week": (
+        Period(local(2026, 11, 16), local(2026, 11, 23)),
+        "week",
+        "Here are the 14 stories from this week.",
+        "Estas son las 14 noticias de esta semana.",
+    ),
+    "week across the DST change": (
+        Period(local(2026, 10, 29), local(2026, 11, 5)),
+        "month",
+        "Here are the 14 stories from this week.",
+        "Estas son las 14 noticias de esta semana.",
+    ),
+    "scheduled week": (
+        Period(local(2026, 11, 14, hour=8), local(2026, 11, 21, hour=8)),
+        "week",
+        "Here are the 14 stories from this week.",
+        "Estas son las 14 noticias de esta semana.",
+    ),
+    "calendar month": (
+        Period(local(2026, 11, 1), local(2026, 12, 1)),
+        "week",
+        "Here are the 14 stories from this month.",
+        "Estas son las 14 noticias de este mes.",
+    ),
+    "scheduled month": (
+        Period(local(2026, 10, 5, hour=8), local(2026, 11, 5, hour=8)),
+        "month",
+        "Here are the 14 stories from this month.",
+        "Estas son las 14 noticias de este mes.",
+    ),
+    "two weeks": (
+        Period(local(2026, 11, 9), local(2026, 11, 23)),
+        "week",
+        "Here are the 14 stories from these two weeks.",
+        "Estas son las 14 noticias de estas dos semanas.",
+    ),
+    "scheduled day": (
+        Period(local(2026, 11, 22, hour=8), local(2026, 11, 23, hour=8)),
+        "day",
+        "Here are the 14 stories since yesterday.",
+        "Estas son las 14 noticias desde ayer.",
+    ),
+    "one day": (
+        Period(local(2026, 11, 3), local(2026, 11, 4)),
+        "week",
+        "Here are the 14 stories from November 3.",
+        "Estas son las 14 noticias del 3 de noviembre.",
+    ),
+    "odd span": (
+        Period(local(2026, 11, 3), local(2026, 11, 23)),
+        "week",
+        "Here are the 14 stories since November 3.",
+        "Estas son las 14 noticias desde el 3 de noviembre.",
+    ),
+    "odd span from last year": (
+        Period(local(2025, 12, 20, hour=8), local(2026, 1, 5, hour=8)),
+        "week",
+        "Here are the 14 stories since December 20, 2025.",
+        "Estas son las 14 noticias desde el 20 de diciembre de 2025.",
+    ),
+}
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+@pytest.mark.parametrize("span", SPANS.keys())
+def test_the_intro_names_the_period_the_issue_covers(
+    example: tuple[Config, Issue], span: str, language: str
+) -> None:
+    """A week reads "this week", a month "this month", two weeks "these two weeks", and any
+    other span "since November 3", in each shipped language, in the HTML and the text."""
+    config, issue = example
+    period, every, english, spanish = SPANS[span]
+    config = dataclasses.replace(config, schedule=dataclasses.replace(config.schedule, every=every))
+    variant = render.variant_for(config, language)
+    assert render.available_languages() == {"en", "es"}  # a new catalog needs its cases here
+    draft = render.render_variant(config, dataclasses.replace(issue, period=period), variant)
+    expected = {"en": english, "es": spanish}[language]
+    assert expected in [text_of(p) for p in parse(draft.html).iter("p")]
+    assert expected in draft.text.splitlines()
+
+
+def test_a_single_story_reads_as_one_whatever_the_period(example: tuple[Config, Issue]) -> None:
+    """One story over a month: "Here is the story from this month.", "... de este mes."."""
+    config, issue = example
+    lone = dataclasses.replace(
+        issue,
+        period=SPANS["calendar month"][0],
+        sections=tuple(dataclasses.replace(s, articles=()) for s in issue.sections),
+    )
+    for language, expected in (
+        ("en", "Here is the story from this month."),
+        ("es", "Esta es la noticia de este mes."),
+    ):
+        draft = render.render_variant(config, lone, render.variant_for(config, language))
+        assert expected in draft.text.splitlines()
 
 
 def test_an_unknown_reader_language_falls_back_to_the_newsletters(
