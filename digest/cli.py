@@ -34,7 +34,7 @@ from digest import (
     tokens,
     web,
 )
-from digest.config import Config, is_loopback, load_config
+from digest.config import Config, is_loopback, language_warning, load_config
 from digest.errors import (
     ConfigError,
     DigestError,
@@ -61,6 +61,9 @@ class App:
     def config(self) -> Config:
         if self._config is None:
             self._config = load_config(self.config_path, env_file=self.env_file)
+            untranslated = language_warning(self._config)
+            if untranslated is not None:
+                self.warn(untranslated)
         return self._config
 
     @property

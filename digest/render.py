@@ -35,14 +35,12 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 
-from digest.config import Config, TrackingSettings
+from digest.config import LOCALES, Config, TrackingSettings, available_languages
 from digest.errors import ConfigError, TemplateError
 from digest.models import Article, Issue, Period
 from digest.project import data_dir
 
 TEXT_WIDTH = 78  # the plain-text twin's lines, as RFC 5322 recommends
-LOCALES = Path(__file__).resolve().parent / "locales"  # <language>.po, read at run time
-SOURCE_LANGUAGE = "en"  # the templates' own strings; needs no catalog
 # Featured and thumbnail image boxes (3:2). Feeds give no sizes: the box holds the layout while
 # images load or are blocked, and `height: auto` lets a loaded image keep its own proportions.
 FEATURED_IMAGE = (552, 368)
@@ -187,11 +185,6 @@ class Draft:
             text_parts=_cut(self.text, pattern, field_of),
             greetings=self.greetings,
         )
-
-
-def available_languages() -> frozenset[str]:
-    """Languages the packaged strings come in: the source language and each catalog."""
-    return frozenset({SOURCE_LANGUAGE, *(path.stem for path in LOCALES.glob("*.po"))})
 
 
 def variant_for(config: Config, language: str = "", sections: Sequence[str] = ()) -> Variant:

@@ -291,3 +291,13 @@ def test_build_with_a_broken_template_names_the_file_and_line(starter: Path) -> 
     result = run("--config", starter, "build", *WEEK, env=NO_SECRET)
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-1].startswith(f"error: {folder / 'header.html.j2'}:2: ")
+
+
+def test_a_language_without_a_catalog_is_one_warning(starter: Path) -> None:
+    """`language = "pt"` builds, with one warning on stderr that its words are English."""
+    text = starter.read_text(encoding="utf-8")
+    starter.write_text(text.replace('language = "en"', 'language = "pt"'), encoding="utf-8")
+    result = run("--config", starter, "build", *WEEK, *JSON)
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "newsletter.language" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: digest.toml: newsletter")

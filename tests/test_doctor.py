@@ -179,6 +179,17 @@ def test_a_missing_subscriber_file_is_a_warning(folder: Path) -> None:
     assert check.status == "warn" and "no subscriber list" in check.message
 
 
+def test_a_language_without_a_catalog_is_a_warning(folder: Path) -> None:
+    """`language = "pt"` loads, and doctor says its words will be English."""
+    toml = folder / "digest.toml"
+    toml.write_text(
+        re.sub(r'(?m)^language = ".*"$', 'language = "pt"', toml.read_text(encoding="utf-8")),
+        encoding="utf-8",
+    )
+    check = only(config_of(folder), "language")
+    assert check.status == "warn" and "'pt'" in check.message and "English" in check.message
+
+
 # -- SMTP ---------------------------------------------------------------------------------------
 
 
