@@ -157,6 +157,14 @@ def _sample_issue(config: Config, now: datetime) -> Issue:
 def _subscribers(config: Config) -> Iterator[Check]:
     file = subscribers.SubscriberFile(config.subscribers_path)
     shown = file.path.name
+    if file.path.is_dir():
+        yield Check(
+            "subscribers",
+            "fail",
+            f"{file.path} is a folder, not a subscriber list",
+            "set [subscribers] file to the CSV file itself (docs/configuration.md)",
+        )
+        return
     if not file.exists():
         yield Check(
             "subscribers", "warn", f"no subscriber list at {file.path}", subscribers.INIT_HINT
