@@ -914,8 +914,12 @@ def add(
       digest subscribers add ana@example.org --first-name Ana --sections "Labor;Climate"
     """
     details = subscribers.Details(
-        first_name=first_name,
-        last_name=last_name,
+        first_name=None
+        if first_name is None
+        else subscribers.check_name(first_name, where="--first-name"),
+        last_name=None
+        if last_name is None
+        else subscribers.check_name(last_name, where="--last-name"),
         sections=None
         if sections is None
         else subscribers.parse_sections(sections, _section_names(app)),
