@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -102,6 +103,21 @@ class DateParam(click.ParamType[date, str]):
             return date.fromisoformat(str(value))
         except ValueError:
             self.fail(f"{value!r} is not a date like 2026-11-22", param, ctx)
+
+
+class RateParam(click.FloatRange):
+    """Messages per second: a positive number; nan and inf pass a range check but are no rate."""
+
+    def __init__(self) -> None:
+        super().__init__(min=0, min_open=True)
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        rate = float(super().convert(value, param, ctx))
+        if not math.isfinite(rate):
+            self.fail(f"{value!r} is not a number of messages per second, such as 10", param, ctx)
+        return rate
 
 
 def period_options(command: F) -> F:
@@ -358,7 +374,7 @@ def preview_issue(
 )
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0, min_open=True),
+    type=RateParam(),
     help="At most R messages/s (default: [send] rate, none).",
 )
 @click.option("--retry-unknown", is_flag=True, help="Resend copies an earlier run left unknown.")

@@ -7,6 +7,7 @@ names the file, the line, the key and what was expected. docs/configuration.md d
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -518,7 +519,9 @@ def _collect(r: _Reader, raw: Mapping[str, Any]) -> CollectSettings:
     )
     timeout = r.optional("collect.timeout", raw, "timeout", (int, float), "seconds", d.timeout)  # type: ignore[arg-type]
     return CollectSettings(
-        timeout=r.checked("collect.timeout", float(timeout), lambda t: t > 0, "a positive number"),
+        timeout=r.checked(
+            "collect.timeout", float(timeout), lambda t: 0 < t < math.inf, "a positive number"
+        ),
         max_bytes=r.checked(
             "collect.max_bytes",
             r.optional("collect.max_bytes", raw, "max_bytes", int, "a whole number", d.max_bytes),
@@ -636,7 +639,9 @@ def _send(r: _Reader, raw: Mapping[str, Any]) -> SendSettings:
         if key not in raw:
             return None
         value: float = r.typed(f"send.{key}", raw, key, (int, float), "a number")  # type: ignore[arg-type]
-        return r.checked(f"send.{key}", float(value), lambda v: v > 0, "a positive number")
+        return r.checked(
+            f"send.{key}", float(value), lambda v: 0 < v < math.inf, "a positive number"
+        )
 
     concurrency, max_attempts = count("concurrency", 1), count("max_attempts", 1)
     retry_delay, timeout = seconds("retry_delay"), seconds("timeout")

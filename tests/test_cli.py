@@ -301,3 +301,11 @@ def test_a_language_without_a_catalog_is_one_warning(starter: Path) -> None:
     assert result.exit_code == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "newsletter.language" in line]
     assert len(warnings) == 1 and warnings[0].startswith("warning: digest.toml: newsletter")
+
+
+@pytest.mark.parametrize("rate", ["nan", "inf", "-inf", "0", "-3"])
+def test_send_refuses_a_rate_that_is_no_rate(starter: Path, rate: str) -> None:
+    """--rate nan, inf, zero or negative is a usage error (exit 2) naming the option."""
+    result = run("--config", starter, "send", *WEEK, "--rate", rate)
+    assert result.exit_code == 2
+    assert "--rate" in result.stderr and rate in result.stderr

@@ -306,6 +306,8 @@ def test_send_and_schedule_tables(tmp_path: Path) -> None:
         ('[send]\nrate = "fast"\n', "send.rate: expected a number, got a string"),
         ("[send]\nretries = 3\n", "send.retries: unknown key"),
         ("[send]\nprocesses = 0\n", "digest.toml:2: send.processes: expected at least 1"),
+        ("[send]\nrate = inf\n", "digest.toml:2: send.rate: expected a positive number, got inf"),
+        ("[send]\nrate = nan\n", "digest.toml:2: send.rate: expected a positive number, got nan"),
         ('[schedule]\nevery = "fortnight"\n', 'schedule.every: expected "day", "week" or'),
         ('[schedule]\nday = "someday"\n', "schedule.day: expected a weekday"),
         ('[schedule]\nevery = "month"\nday = 31\n', "schedule.day: expected a day from 1 to 28"),
