@@ -1426,6 +1426,7 @@ def read_import(
             reader = csv.reader(handle)
             header = next(reader, [])
             names = [cell.strip().lower() for cell in header]
+            _check_header(header, names, path)
             chosen = detect_platform(names) if platform == "auto" else platform
             if chosen is None:
                 raise SubscriberFileError(
@@ -1467,6 +1468,25 @@ def read_import(
     except (UnicodeDecodeError, csv.Error) as err:
         raise _unreadable(err, path, reader.line_num + 1, line) from err
     return ImportFile(path, chosen, tuple(incoming), tuple(rejected))
+
+
+def _check_header(header: list[str], names: list[str], path: Path) -> None:
+    """Refuse what would be read wrongly: a JSON file as columns, a column named twice."""
+    if header and header[0].lstrip().startswith(("{", "[")):
+        raise SubscriberFileError(
+            "this looks like JSON, and import reads CSV files",
+            where=path.name,
+            hint=f"export a CSV from the platform ({', '.join(PLATFORMS)}: a header row of "
+            "columns, one row per reader)",
+        )
+    for position, name in enumerate(names):
+        if name and name in names[:position]:
+            raise SubscriberFileError(
+                f"the header names the column {header[position].strip()!r} twice "
+                f"(columns {names.index(name) + 1} and {position + 1})",
+                where=f"{path.name}:1",
+                hint="rename or delete one of them, so it is clear which one to read",
+            )
 
 
 _EMAIL_COLUMNS: Final[Mapping[Platform, tuple[str, ...]]] = {

@@ -388,6 +388,29 @@ def test_import_with_the_wrong_format_is_refused(project: Path) -> None:
     assert "no 'email' column, so it is not a ghost export" in result.stderr
 
 
+def test_import_refuses_a_header_naming_a_column_twice(project: Path, tmp_path: Path) -> None:
+    """Two email columns: which one is meant is unclear, so nothing is imported."""
+    export = tmp_path / "twice.csv"
+    export.write_text("email,name,Email\nfay@example.org,Fay,gus@example.org\n", encoding="utf-8")
+    before = listing(project).read_bytes()
+    result = subs(project, "import", export)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "error: twice.csv:1: the header names the column 'Email' twice (columns 1 and 3)"
+    )
+    assert listing(project).read_bytes() == before
+
+
+def test_import_of_a_json_file_says_it_reads_csv(project: Path, tmp_path: Path) -> None:
+    """A JSON export is named as JSON, with the formats import reads; not as odd CSV columns."""
+    export = tmp_path / "members.json"
+    export.write_text('[{"email": "fay@example.org", "name": "Fay"}]\n', encoding="utf-8")
+    result = subs(project, "import", export)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: members.json: this looks like JSON")
+    assert "mailchimp, substack" in result.stderr and "columns:" not in result.stderr
+
+
 def test_export_neutralises_formulas_for_spreadsheets(project: Path, tmp_path: Path) -> None:
     """A name that is a formula comes out with a leading quote; the list itself keeps it."""
     subs(project, "add", "eve@example.org", "--first-name", "=1+2", "--last-name", "@cmd")
