@@ -17,7 +17,7 @@ import hashlib
 import io
 import re
 import textwrap
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from html import escape
@@ -203,7 +203,7 @@ def environment(config: Config, language: str) -> jinja2.Environment:
     if config.email.templates is not None:
         folders.insert(0, config.email.templates)
     env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(folder) for folder in folders]),
+        loader=jinja2.ChoiceLoader([_Utf8Loader(folder) for folder in folders]),
         undefined=jinja2.StrictUndefined,
         autoescape=jinja2.select_autoescape(["html.j2"], default_for_string=False),
         extensions=["jinja2.ext.i18n"],
@@ -215,6 +215,24 @@ def environment(config: Config, language: str) -> jinja2.Environment:
     env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
     env.filters["wrap"] = wrap
     return env
+
+
+class _Utf8Loader(jinja2.FileSystemLoader):
+    """Templates from one folder; a file that is not UTF-8 is named itself, not its includer."""
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        try:
+            return super().get_source(environment, template)
+        except UnicodeDecodeError as err:
+            path = Path(self.searchpath[0]) / template
+            line = err.object[: err.start].count(b"\n") + 1
+            raise TemplateError(
+                f"not UTF-8 text ({err.reason})",
+                where=f"{path}:{line}",
+                hint="save it as UTF-8",
+            ) from err
 
 
 def translations(language: str) -> NullTranslations:
@@ -457,9 +475,13 @@ def _template_error(err: Exception, *, where: str) -> TemplateError:
     if isinstance(err, jinja2.TemplateSyntaxError):
         place = f"{err.filename}:{err.lineno}" if err.filename else where
         return TemplateError(err.message or "syntax error", where=place)
-    if isinstance(err, jinja2.TemplateNotFound):
-        return TemplateError(f"no template named {err.name!r}", where=where)
+    if isinstance(err, TemplateError):
+        return err  # a template file that is not UTF-8, already named
     frames = list(_template_frames(err.__traceback__))
+    if isinstance(err, jinja2.TemplateNotFound):
+        # Included from a template: name the include's file and line, not the layout's.
+        place = f"{frames[-1][0]}:{frames[-1][1]}" if frames else where
+        return TemplateError(f"no template named {err.name!r}", where=place)
     if not frames:
         raise err  # not a template's doing: a bug in digest
     filename, line = frames[-1]
