@@ -46,6 +46,7 @@ TEXT_WIDTH = 78  # the plain-text twin's lines, as RFC 5322 recommends
 FEATURED_IMAGE = (552, 368)
 THUMBNAIL = (120, 80)
 PREHEADER_LENGTH = 150  # inbox previews show 90-140 characters
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
 # Per-subscriber values, filled in after inlining by `Rendered.personalise`.
 PERSONAL_FIELDS = ("email", "greeting", "unsubscribe_url", "preferences_url")
@@ -166,8 +167,9 @@ class Draft:
         The placeholders must have survived inlining, and the unsubscribe link must be in both
         parts: a template that drops it is refused here rather than mailed to anyone.
         """
+        shown = _COMMENT.sub("", html)  # a link inside <!-- --> is in no reader's email
         for field in REQUIRED_FIELDS:
-            for part, content in (("HTML", html), ("text", self.text)):
+            for part, content in (("HTML", shown), ("text", self.text)):
                 if self.placeholders[field] not in content:
                     raise TemplateError(
                         f"the {part} email has no {field.replace('_', ' ')}",

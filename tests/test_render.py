@@ -562,6 +562,21 @@ def test_a_template_without_an_unsubscribe_link_is_refused(
     assert "unsubscribe" in str(caught.value) and caught.value.hint
 
 
+def test_an_unsubscribe_link_inside_a_comment_is_refused(
+    example: tuple[Config, Issue], tmp_path: Path
+) -> None:
+    """A footer whose only unsubscribe link is in an HTML comment shows none: it is refused."""
+    config, issue = example
+    (tmp_path / "partials").mkdir()
+    (tmp_path / "partials" / "footer.html.j2").write_text(
+        '<p>Bye.</p>\n<!-- <a href="{{ personal.unsubscribe_url }}">Unsubscribe</a> -->\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(TemplateError) as caught:
+        build(with_email(config, templates=tmp_path), issue)
+    assert caught.value.message == "the HTML email has no unsubscribe url"
+
+
 def test_a_partial_that_is_not_utf8_is_named_with_its_line(
     example: tuple[Config, Issue], tmp_path: Path
 ) -> None:
