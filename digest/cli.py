@@ -259,9 +259,11 @@ def build(
         show_collect_report(app, report, summary=False)
     issue = pipeline.select(config, request, now=now, feature_url=feature_url)
     if not issue.articles:
+        zone = config.newsletter.timezone  # a recorded issue comes back from the archive in UTC
         app.warn(
-            f"no articles between {issue.period.start:%Y-%m-%d %H:%M} and "
-            f"{issue.period.end:%Y-%m-%d %H:%M}; try another period or `digest collect`"
+            f"no articles between {issue.period.start.astimezone(zone):%Y-%m-%d %H:%M} and "
+            f"{issue.period.end.astimezone(zone):%Y-%m-%d %H:%M}; try another period or "
+            "`digest collect`"
         )
     if output_format == "json":
         click.echo(selector.issue_to_json(issue, timezone=config.newsletter.timezone), nl=False)
