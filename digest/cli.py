@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -34,7 +35,7 @@ from digest import (
     tokens,
     web,
 )
-from digest.config import Config, is_loopback, load_config
+from digest.config import Config, is_loopback, language_warning, load_config
 from digest.errors import (
     ConfigError,
     DigestError,
@@ -61,6 +62,9 @@ class App:
     def config(self) -> Config:
         if self._config is None:
             self._config = load_config(self.config_path, env_file=self.env_file)
+            untranslated = language_warning(self._config)
+            if untranslated is not None:
+                self.warn(untranslated)
         return self._config
 
     @property
@@ -99,6 +103,21 @@ class DateParam(click.ParamType[date, str]):
             return date.fromisoformat(str(value))
         except ValueError:
             self.fail(f"{value!r} is not a date like 2026-11-22", param, ctx)
+
+
+class RateParam(click.FloatRange):
+    """Messages per second: a positive number; nan and inf pass a range check but are no rate."""
+
+    def __init__(self) -> None:
+        super().__init__(min=0, min_open=True)
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        rate = float(super().convert(value, param, ctx))
+        if not math.isfinite(rate):
+            self.fail(f"{value!r} is not a number of messages per second, such as 10", param, ctx)
+        return rate
 
 
 def period_options(command: F) -> F:
@@ -240,9 +259,11 @@ def build(
         show_collect_report(app, report, summary=False)
     issue = pipeline.select(config, request, now=now, feature_url=feature_url)
     if not issue.articles:
+        zone = config.newsletter.timezone  # a recorded issue comes back from the archive in UTC
         app.warn(
-            f"no articles between {issue.period.start:%Y-%m-%d %H:%M} and "
-            f"{issue.period.end:%Y-%m-%d %H:%M}; try another period or `digest collect`"
+            f"no articles between {issue.period.start.astimezone(zone):%Y-%m-%d %H:%M} and "
+            f"{issue.period.end.astimezone(zone):%Y-%m-%d %H:%M}; try another period or "
+            "`digest collect`"
         )
     if output_format == "json":
         click.echo(selector.issue_to_json(issue, timezone=config.newsletter.timezone), nl=False)
@@ -355,7 +376,7 @@ def preview_issue(
 )
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0, min_open=True),
+    type=RateParam(),
     help="At most R messages/s (default: [send] rate, none).",
 )
 @click.option("--retry-unknown", is_flag=True, help="Resend copies an earlier run left unknown.")
@@ -911,8 +932,12 @@ def add(
       digest subscribers add ana@example.org --first-name Ana --sections "Labor;Climate"
     """
     details = subscribers.Details(
-        first_name=first_name,
-        last_name=last_name,
+        first_name=None
+        if first_name is None
+        else subscribers.check_name(first_name, where="--first-name"),
+        last_name=None
+        if last_name is None
+        else subscribers.check_name(last_name, where="--last-name"),
         sections=None
         if sections is None
         else subscribers.parse_sections(sections, _section_names(app)),

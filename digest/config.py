@@ -7,6 +7,7 @@ names the file, the line, the key and what was expected. docs/configuration.md d
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -17,6 +18,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import jinja2
+import jinja2.meta
+import jinja2.nodes
+from babel import Locale, UnknownLocaleError
 from dotenv import dotenv_values
 from email_validator import EmailNotValidError, validate_email
 
@@ -26,6 +31,22 @@ CONFIG_FILENAME = "digest.toml"
 CONFIG_ENV_VAR = "DIGEST_CONFIG"
 DEFAULT_ARCHIVE = ".digest/archive.sqlite3"
 DEFAULT_SUBSCRIBERS = "subscribers.csv"
+
+LOCALES = Path(__file__).resolve().parent / "locales"  # <language>.po, read at run time
+SOURCE_LANGUAGE = "en"  # the templates' own strings; needs no catalog
+# What a configured subject may use: the names render gives it (docs/configuration.md lists them).
+SUBJECT_NAMES: Mapping[str, Mapping[str, object]] = {
+    "newsletter": {"name": "", "address": "", "public_url": ""},
+    "issue": {
+        "id": "",
+        "date": "",
+        "period": "",
+        "span": "",
+        "article_count": 1,
+        "featured_title": "",
+        "web_url": "",
+    },
+}
 
 SourceType = Literal["auto", "feed", "wordpress"]
 SOURCE_TYPES: tuple[SourceType, ...] = ("auto", "feed", "wordpress")
@@ -196,15 +217,62 @@ def load_config(
     environ = os.environ if environ is None else environ
     path = find_config(explicit, environ)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # Notepad starts UTF-8 with a BOM
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read the config: {err}", where=str(path)) from err
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"not valid TOML: {err}", where=path.name) from err
+        raise _toml_error(err, path, text.splitlines()) from err
     env = load_env(env_file, path, environ)
     return parse_config(data, path=path, text=text, env=env)
+
+
+def available_languages() -> frozenset[str]:
+    """Languages the packaged strings come in: the source language and each catalog."""
+    return frozenset({SOURCE_LANGUAGE, *(path.stem for path in LOCALES.glob("*.po"))})
+
+
+def language_warning(config: Config) -> str | None:
+    """What to tell the editor when the emails' own words cannot be in their language."""
+    language = config.newsletter.language
+    known = available_languages()
+    if language.replace("_", "-") in known or re.split("[_-]", language)[0] in known:
+        return None
+    return (
+        f"{config.path.name}: newsletter.language {language!r} has dates in the language but "
+        f"no catalog, so the emails' own words are English (digest ships: "
+        f"{', '.join(sorted(known))})"
+    )
+
+
+_TOML_PLACE = re.compile(r"(.*) \(at line (\d+), column (\d+)\)", re.DOTALL)
+
+
+def _toml_error(err: tomllib.TOMLDecodeError, path: Path, lines: list[str]) -> ConfigError:
+    """tomllib's complaint as ours: file:line, and for a table or key given twice, what to do."""
+    place = _TOML_PLACE.fullmatch(str(err))
+    if place is None:
+        return ConfigError(f"not valid TOML: {err}", where=path.name)
+    what, line = place[1], int(place[2])
+    where = f"{path.name}:{line}"
+    written = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+    declared = re.fullmatch(r"Cannot declare \((.*)\) twice", what)
+    if declared:
+        name = ".".join(re.findall(r"'((?:[^'\\]|\\.)*)'", declared[1]))
+        first = _line_of(lines, name)
+        earlier = f" (first on line {first})" if first and first != line else ""
+        return ConfigError(
+            f"[{name}] is declared twice{earlier}",
+            where=where,
+            hint=f"write each table once: merge the keys into one [{name}]",
+        )
+    if what in ("Cannot overwrite a value", "Cannot mutate immutable namespace"):
+        name = written.split("=")[0].strip() if not written.startswith("[") else written
+        return ConfigError(
+            f"{name} is given twice", where=where, hint="keep one: each key and table is set once"
+        )
+    return ConfigError(f"not valid TOML: {what} (column {place[3]})", where=where)
 
 
 def parse_config(
@@ -365,6 +433,15 @@ def _newsletter(r: _Reader, raw: Mapping[str, Any]) -> Newsletter:
         r.checked("newsletter.archive_url", archive_url, _is_http_url, "an http(s) URL")
     language = r.text("newsletter.language", raw, "language", 'a language code such as "en"')
     r.checked("newsletter.language", language, _is_language, 'a code such as "en" or "es"')
+    try:
+        Locale.parse(language.replace("-", "_"))
+    except (UnknownLocaleError, ValueError) as err:
+        raise r.error(
+            "newsletter.language",
+            f"no language has the code {language!r}",
+            hint=f"digest ships strings in {', '.join(sorted(available_languages()))}; "
+            'other codes such as "fr" or "pt-BR" get local dates and English words',
+        ) from err
     return Newsletter(
         name=r.text("newsletter.name", raw, "name"),
         timezone=zone,
@@ -443,7 +520,9 @@ def _collect(r: _Reader, raw: Mapping[str, Any]) -> CollectSettings:
     )
     timeout = r.optional("collect.timeout", raw, "timeout", (int, float), "seconds", d.timeout)  # type: ignore[arg-type]
     return CollectSettings(
-        timeout=r.checked("collect.timeout", float(timeout), lambda t: t > 0, "a positive number"),
+        timeout=r.checked(
+            "collect.timeout", float(timeout), lambda t: 0 < t < math.inf, "a positive number"
+        ),
         max_bytes=r.checked(
             "collect.max_bytes",
             r.optional("collect.max_bytes", raw, "max_bytes", int, "a whole number", d.max_bytes),
@@ -514,7 +593,30 @@ def _email(r: _Reader, raw: Mapping[str, Any], root: Path) -> EmailSettings:
     if note is not None and not note.is_file():
         raise r.error("email.note", f"no file at {note}")
     subject = r.text("email.subject", raw, "subject", "a template") if "subject" in raw else None
+    if subject is not None:
+        _check_subject(r, subject)
     return EmailSettings(templates=templates, subject=subject, note=note)
+
+
+def _check_subject(r: _Reader, subject: str) -> None:
+    """Render the subject against the names it will get, so a typo fails now, not at a send."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, extensions=["jinja2.ext.i18n"])
+    env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    env.filters["wrap"] = lambda text, *args, **kwargs: str(text)  # render's own filter
+    known = ", ".join(f"{group}.{name}" for group, names in SUBJECT_NAMES.items() for name in names)
+    try:
+        tree = env.parse(subject)
+        unknown = sorted(jinja2.meta.find_undeclared_variables(tree) - env.globals.keys())
+        unknown = [name for name in unknown if name not in SUBJECT_NAMES]
+        for node in tree.find_all(jinja2.nodes.Getattr):
+            group = node.node.name if isinstance(node.node, jinja2.nodes.Name) else ""
+            if group in SUBJECT_NAMES and node.attr not in SUBJECT_NAMES[group]:
+                unknown.append(f"{group}.{node.attr}")
+        if unknown:
+            raise r.error("email.subject", f"unknown name {unknown[0]!r}", hint=f"use {known}")
+        env.from_string(tree).render(SUBJECT_NAMES)
+    except jinja2.TemplateError as err:
+        raise r.error("email.subject", f"not a template that renders: {err.message}") from err
 
 
 def _tracking(r: _Reader, raw: Mapping[str, Any]) -> TrackingSettings:
@@ -538,7 +640,9 @@ def _send(r: _Reader, raw: Mapping[str, Any]) -> SendSettings:
         if key not in raw:
             return None
         value: float = r.typed(f"send.{key}", raw, key, (int, float), "a number")  # type: ignore[arg-type]
-        return r.checked(f"send.{key}", float(value), lambda v: v > 0, "a positive number")
+        return r.checked(
+            f"send.{key}", float(value), lambda v: 0 < v < math.inf, "a positive number"
+        )
 
     concurrency, max_attempts = count("concurrency", 1), count("max_attempts", 1)
     retry_delay, timeout = seconds("retry_delay"), seconds("timeout")

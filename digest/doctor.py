@@ -28,7 +28,7 @@ import dns.resolver
 from cryptography.hazmat.primitives import serialization
 
 from digest import message, pipeline, render, selector, sender, sources, subscribers, tokens
-from digest.config import Config, is_loopback
+from digest.config import Config, is_loopback, language_warning
 from digest.errors import DigestError
 from digest.models import Article, Image, Issue, Period, Section
 from digest.sources import SourceResult
@@ -70,6 +70,9 @@ def examine(
         "ok",
         f"{config.path.name}: {len(config.sources)} source(s), {len(config.sections)} section(s)",
     )
+    untranslated = language_warning(config)
+    if untranslated is not None:
+        yield Check("language", "warn", untranslated, "a catalog in digest/locales adds a language")
     yield from map(_source_check, _fetch(config, now))
     yield from _guarded("templates", lambda: _templates(config, now))
     yield from _guarded("subscribers", lambda: _subscribers(config))
@@ -154,6 +157,14 @@ def _sample_issue(config: Config, now: datetime) -> Issue:
 def _subscribers(config: Config) -> Iterator[Check]:
     file = subscribers.SubscriberFile(config.subscribers_path)
     shown = file.path.name
+    if file.path.is_dir():
+        yield Check(
+            "subscribers",
+            "fail",
+            f"{file.path} is a folder, not a subscriber list",
+            "set [subscribers] file to the CSV file itself (docs/configuration.md)",
+        )
+        return
     if not file.exists():
         yield Check(
             "subscribers", "warn", f"no subscriber list at {file.path}", subscribers.INIT_HINT

@@ -691,7 +691,10 @@ def run_scheduled(
     try:
         return _run(config, now=now, progress=progress)
     except SendInProgress:  # the send lock is held for the whole of a run
-        return RunOutcome("in progress", "another run is in progress")
+        # A `digest send` takes the same lock: say what is true of both.
+        return RunOutcome(
+            "in progress", "another send of this list (a send or a run) is in progress"
+        )
 
 
 def _run(

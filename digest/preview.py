@@ -43,7 +43,7 @@ from waitress.server import BaseWSGIServer
 from waitress.server import create_server as waitress_server
 
 from digest import pipeline, render
-from digest.config import Config, load_config
+from digest.config import LOCALES, Config, load_config
 from digest.errors import DigestError, ServeError, SubscriberFileError
 from digest.models import Issue, Subscriber, email_key
 from digest.project import data_dir
@@ -179,7 +179,7 @@ def watched(config: Config, options: IssueOptions, env_path: Path) -> tuple[Path
         env_path,
         config.email.templates,
         render.packaged_templates(),
-        render.LOCALES,
+        LOCALES,
         archive,
         # The archive is in WAL mode: a write lands in this file before the archive's own.
         archive.with_name(archive.name + "-wal"),

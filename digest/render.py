@@ -17,7 +17,7 @@ import hashlib
 import io
 import re
 import textwrap
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html import escape
@@ -35,19 +35,18 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 
-from digest.config import Config, TrackingSettings
+from digest.config import LOCALES, Config, TrackingSettings, available_languages
 from digest.errors import ConfigError, TemplateError
 from digest.models import Article, Issue, Period
 from digest.project import data_dir
 
 TEXT_WIDTH = 78  # the plain-text twin's lines, as RFC 5322 recommends
-LOCALES = Path(__file__).resolve().parent / "locales"  # <language>.po, read at run time
-SOURCE_LANGUAGE = "en"  # the templates' own strings; needs no catalog
 # Featured and thumbnail image boxes (3:2). Feeds give no sizes: the box holds the layout while
 # images load or are blocked, and `height: auto` lets a loaded image keep its own proportions.
 FEATURED_IMAGE = (552, 368)
 THUMBNAIL = (120, 80)
 PREHEADER_LENGTH = 150  # inbox previews show 90-140 characters
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
 # Per-subscriber values, filled in after inlining by `Rendered.personalise`.
 PERSONAL_FIELDS = ("email", "greeting", "unsubscribe_url", "preferences_url")
@@ -168,8 +167,9 @@ class Draft:
         The placeholders must have survived inlining, and the unsubscribe link must be in both
         parts: a template that drops it is refused here rather than mailed to anyone.
         """
+        shown = _COMMENT.sub("", html)  # a link inside <!-- --> is in no reader's email
         for field in REQUIRED_FIELDS:
-            for part, content in (("HTML", html), ("text", self.text)):
+            for part, content in (("HTML", shown), ("text", self.text)):
                 if self.placeholders[field] not in content:
                     raise TemplateError(
                         f"the {part} email has no {field.replace('_', ' ')}",
@@ -189,11 +189,6 @@ class Draft:
         )
 
 
-def available_languages() -> frozenset[str]:
-    """Languages the packaged strings come in: the source language and each catalog."""
-    return frozenset({SOURCE_LANGUAGE, *(path.stem for path in LOCALES.glob("*.po"))})
-
-
 def variant_for(config: Config, language: str = "", sections: Sequence[str] = ()) -> Variant:
     """A reader's variant: their language if we have its strings, else the newsletter's."""
     wanted = language.strip().replace("_", "-")
@@ -210,7 +205,7 @@ def environment(config: Config, language: str) -> jinja2.Environment:
     if config.email.templates is not None:
         folders.insert(0, config.email.templates)
     env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(folder) for folder in folders]),
+        loader=jinja2.ChoiceLoader([_Utf8Loader(folder) for folder in folders]),
         undefined=jinja2.StrictUndefined,
         autoescape=jinja2.select_autoescape(["html.j2"], default_for_string=False),
         extensions=["jinja2.ext.i18n"],
@@ -222,6 +217,24 @@ def environment(config: Config, language: str) -> jinja2.Environment:
     env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
     env.filters["wrap"] = wrap
     return env
+
+
+class _Utf8Loader(jinja2.FileSystemLoader):
+    """Templates from one folder; a file that is not UTF-8 is named itself, not its includer."""
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        try:
+            return super().get_source(environment, template)
+        except UnicodeDecodeError as err:
+            path = Path(self.searchpath[0]) / template
+            line = err.object[: err.start].count(b"\n") + 1
+            raise TemplateError(
+                f"not UTF-8 text ({err.reason})",
+                where=f"{path}:{line}",
+                hint="save it as UTF-8",
+            ) from err
 
 
 def translations(language: str) -> NullTranslations:
@@ -508,9 +521,13 @@ def _template_error(err: Exception, *, where: str) -> TemplateError:
     if isinstance(err, jinja2.TemplateSyntaxError):
         place = f"{err.filename}:{err.lineno}" if err.filename else where
         return TemplateError(err.message or "syntax error", where=place)
-    if isinstance(err, jinja2.TemplateNotFound):
-        return TemplateError(f"no template named {err.name!r}", where=where)
+    if isinstance(err, TemplateError):
+        return err  # a template file that is not UTF-8, already named
     frames = list(_template_frames(err.__traceback__))
+    if isinstance(err, jinja2.TemplateNotFound):
+        # Included from a template: name the include's file and line, not the layout's.
+        place = f"{frames[-1][0]}:{frames[-1][1]}" if frames else where
+        return TemplateError(f"no template named {err.name!r}", where=place)
     if not frames:
         raise err  # not a template's doing: a bug in digest
     filename, line = frames[-1]

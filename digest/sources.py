@@ -172,7 +172,7 @@ async def _collect_one(
     reader = _Reader(source, timezone, now, settings.excerpt_length)
     try:
         if not source.is_remote:
-            return await asyncio.to_thread(_collect_file, reader)
+            return await asyncio.to_thread(_collect_file, reader, settings.max_bytes)
         if source.type == "wordpress":
             return await _collect_wordpress(client, reader, state, settings)
         return await _collect_url(client, reader, state, settings)
@@ -214,14 +214,17 @@ class _Reader:
         )
 
 
-def _collect_file(reader: _Reader) -> SourceResult:
+def _collect_file(reader: _Reader, limit: int) -> SourceResult:
     path = Path(reader.source.url)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)  # a file is capped as a download is
     except FileNotFoundError as err:
         raise SourceError(f"no file at {path}") from err
     except OSError as err:
         raise SourceError(f"cannot read {path}: {err.strerror or err}") from err
+    if len(data) > limit:
+        raise SourceError(f"{path} is larger than {limit} bytes", hint="raise collect.max_bytes")
     articles, warnings = reader.document(data, "")
     return SourceResult(reader.source.name, tuple(articles), warnings=tuple(warnings))
 

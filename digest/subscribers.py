@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any, Final, Literal
 
 import filelock
+from babel import Locale, UnknownLocaleError
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from digest.errors import SubscriberFileError
@@ -64,6 +65,7 @@ INIT_HINT: Final = "`digest init` writes a starter project with one, or set [sub
 
 _STATUSES: Final = {status.value: status for status in SubscriberStatus}
 _LANGUAGE = re.compile(r"[a-z]{2,3}([_-][A-Za-z]{2,4})?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # line breaks, tabs, escapes
 
 
 @dataclass(frozen=True, slots=True)
@@ -1073,8 +1075,13 @@ def validate(file: SubscriberFile, sections: Collection[str]) -> Iterator[Proble
                     close = by_fold.get(name.casefold())
                     hint = f"; did you mean {close!r}?" if close else ""
                     yield Problem(line, f"unknown section {name!r}{hint}")
-            if language and not _LANGUAGE.fullmatch(language):
+            if language and not _is_language(language):
                 yield Problem(line, f"language {language!r} is not a code such as en or pt-BR")
+            for column, name in (("first_name", values[1]), ("last_name", values[2])):
+                if not name.isprintable() and _CONTROL.search(name):
+                    yield Problem(
+                        line, f"{column} {name!r} holds a line break or control character"
+                    )
 
 
 class _Seen:
@@ -1138,11 +1145,34 @@ def parse_sections(text: str, known: Sequence[str]) -> tuple[str, ...]:
 def check_language(language: str) -> str:
     """A language code such as `en` or `pt-BR` (or "" for the newsletter's), else an error."""
     language = language.strip()
-    if language and not _LANGUAGE.fullmatch(language):
+    if language and not _is_language(language):
         raise SubscriberFileError(
             f"{language!r} is not a language code", hint="use a code such as en, es or pt-BR"
         )
     return language
+
+
+def check_name(name: str, *, where: str) -> str:
+    """A first or last name as given, unless it holds a line break or control character."""
+    if _CONTROL.search(name):
+        raise SubscriberFileError(
+            f"{name!r} holds a line break or control character",
+            where=where,
+            hint="a name is one line of text",
+        )
+    return name
+
+
+@functools.lru_cache(maxsize=256)
+def _is_language(code: str) -> bool:
+    """A code such as en or pt-BR that a locale has: "xx" has the shape but names none."""
+    if not _LANGUAGE.fullmatch(code):
+        return False
+    try:
+        Locale.parse(code.replace("-", "_"))
+    except (UnknownLocaleError, ValueError):
+        return False
+    return True
 
 
 def stats(file: SubscriberFile, *, zone: tzinfo) -> Stats:
@@ -1396,6 +1426,7 @@ def read_import(
             reader = csv.reader(handle)
             header = next(reader, [])
             names = [cell.strip().lower() for cell in header]
+            _check_header(header, names, path)
             chosen = detect_platform(names) if platform == "auto" else platform
             if chosen is None:
                 raise SubscriberFileError(
@@ -1439,6 +1470,25 @@ def read_import(
     return ImportFile(path, chosen, tuple(incoming), tuple(rejected))
 
 
+def _check_header(header: list[str], names: list[str], path: Path) -> None:
+    """Refuse what would be read wrongly: a JSON file as columns, a column named twice."""
+    if header and header[0].lstrip().startswith(("{", "[")):
+        raise SubscriberFileError(
+            "this looks like JSON, and import reads CSV files",
+            where=path.name,
+            hint=f"export a CSV from the platform ({', '.join(PLATFORMS)}: a header row of "
+            "columns, one row per reader)",
+        )
+    for position, name in enumerate(names):
+        if name and name in names[:position]:
+            raise SubscriberFileError(
+                f"the header names the column {header[position].strip()!r} twice "
+                f"(columns {names.index(name) + 1} and {position + 1})",
+                where=f"{path.name}:1",
+                hint="rename or delete one of them, so it is clear which one to read",
+            )
+
+
 _EMAIL_COLUMNS: Final[Mapping[Platform, tuple[str, ...]]] = {
     "mailchimp": ("email address",),
     "substack": ("email",),
@@ -1477,6 +1527,12 @@ def _checked(subscriber: Subscriber, platform: Platform) -> Subscriber:
     problem = address_problem(subscriber.email)
     if problem:
         raise _Reject(f"{subscriber.email!r} is not a valid address: {problem}")
+    for column, name in (
+        ("first_name", subscriber.first_name),
+        ("last_name", subscriber.last_name),
+    ):
+        if _CONTROL.search(name):
+            raise _Reject(f"{column} {name!r} holds a line break or control character")
     return replace(subscriber, source=subscriber.source or f"import:{platform}")
 
 
@@ -1628,7 +1684,7 @@ def _own_csv(record: Mapping[str, str], tags: _Tags) -> Subscriber:
     if not (first or last) and record.get("name"):
         first, last = _split_name(record["name"])
     language = record.get("language", "").strip()
-    if language and not _LANGUAGE.fullmatch(language):
+    if language and not _is_language(language):
         raise _Reject(f"language {language!r} is not a code such as en or pt-BR")
     return Subscriber(
         email=record.get("email", "").strip(),

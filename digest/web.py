@@ -141,11 +141,16 @@ class _Reply:
 
 
 class _Refusal(Exception):
-    """Ends a request with a plain page: what went wrong and what the reader can do."""
+    """Ends a request with a plain page: what went wrong and what the reader can do.
 
-    def __init__(self, status: HTTPStatus, *, headers: tuple[tuple[str, str], ...] = ()) -> None:
+    `form` names what is wrong with a form (a key of _FORM_PROBLEMS), so the page says that
+    rather than that the link is incomplete."""
+
+    def __init__(
+        self, status: HTTPStatus, *, headers: tuple[tuple[str, str], ...] = (), form: str = ""
+    ) -> None:
         super().__init__(status.phrase)
-        self.status, self.headers = status, headers
+        self.status, self.headers, self.form = status, headers, form
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +203,19 @@ _PROBLEMS[HTTPStatus.INTERNAL_SERVER_ERROR] = _PROBLEMS[HTTPStatus.SERVICE_UNAVA
         "will make the change for you.",
     ),
 )
+_NOTHING_CHANGED = (
+    "Nothing was changed. Go back, reload the page and try again, or reply to your latest "
+    "email and we will make the change for you."
+)
+_FORM_PROBLEMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    reason: ("This form could not be saved", (words, _NOTHING_CHANGED))
+    for reason, words in {
+        "section": "It named a section this newsletter does not have.",
+        "language": "It asked for a language this newsletter does not offer.",
+        "resubscribe": "Only a reader who unsubscribed can subscribe again here.",
+        "unreadable": "Part of it was missing or could not be read.",
+    }.items()
+}
 _ALLOW = (("Allow", "GET, HEAD, POST"),)
 
 
@@ -236,7 +254,7 @@ class _Site:
         try:
             reply = self.route(environ)
         except _Refusal as refusal:
-            reply = self.problem(refusal.status, headers=refusal.headers)
+            reply = self.problem(refusal.status, headers=refusal.headers, form=refusal.form)
         except DigestError as err:  # the subscriber file is locked too long, unreadable, ...
             environ["wsgi.errors"].write(f"digest serve: {err}\n")
             reply = self.problem(HTTPStatus.SERVICE_UNAVAILABLE, headers=(("Retry-After", "60"),))
@@ -291,7 +309,7 @@ class _Site:
     def unsubscribe(self, visit: _Visit, form: Form) -> _Reply:
         one_click = form.get("List-Unsubscribe") == ["One-Click"]
         if not one_click and form.get("confirm") != ["yes"]:
-            raise _Refusal(HTTPStatus.BAD_REQUEST)
+            raise _Refusal(HTTPStatus.BAD_REQUEST, form="unreadable")
         subscribers = _file(self.config)
         subscribers.unsubscribe(visit.email, at=self.clock())  # False: not there, or already
         if one_click:  # a mail provider's request; nobody reads the answer
@@ -341,16 +359,18 @@ class _Site:
             return self.unsubscribed(visit, None, just_now=False)
         if form.get("resubscribe") == ["yes"]:
             if subscriber.status is not SubscriberStatus.UNSUBSCRIBED:
-                raise _Refusal(HTTPStatus.BAD_REQUEST)
+                raise _Refusal(HTTPStatus.BAD_REQUEST, form="resubscribe")
             subscribers.set_status(visit.email, SubscriberStatus.SUBSCRIBED, at=self.clock())
             return self.show_preferences(visit, notice="resubscribed")
         picked = form.get("section", [])
         languages = form.get("language", [])
         known = {code for code, _ in self.language_choices(subscriber.language)}
-        if not set(picked) <= set(self.section_names) or len(languages) != 1:
-            raise _Refusal(HTTPStatus.BAD_REQUEST)
+        if not set(picked) <= set(self.section_names):
+            raise _Refusal(HTTPStatus.BAD_REQUEST, form="section")
+        if len(languages) != 1:
+            raise _Refusal(HTTPStatus.BAD_REQUEST, form="unreadable")
         if languages[0] not in known:
-            raise _Refusal(HTTPStatus.BAD_REQUEST)
+            raise _Refusal(HTTPStatus.BAD_REQUEST, form="language")
         # None ticked, or all: every section, including sections added later.
         everything = set(picked) in (set(), set(self.section_names))
         sections = () if everything else tuple(n for n in self.section_names if n in picked)
@@ -397,9 +417,11 @@ class _Site:
         wanted = language or self.config.newsletter.language
         return wanted if wanted in self.catalogs else SOURCE_LANGUAGE
 
-    def problem(self, status: HTTPStatus, *, headers: tuple[tuple[str, str], ...] = ()) -> _Reply:
+    def problem(
+        self, status: HTTPStatus, *, headers: tuple[tuple[str, str], ...] = (), form: str = ""
+    ) -> _Reply:
         """A refusal's page, in the newsletter's language: no token, so no reader, is known."""
-        heading, paragraphs = _PROBLEMS[status]
+        heading, paragraphs = _FORM_PROBLEMS[form] if form else _PROBLEMS[status]
         catalog = self.catalogs[self.page_language("")]
         page = self.page(
             "problem.html.j2",
@@ -421,9 +443,9 @@ def _read_form(environ: WSGIEnvironment) -> dict[str, list[str]]:
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError as err:
-        raise _Refusal(HTTPStatus.BAD_REQUEST) from err
+        raise _Refusal(HTTPStatus.BAD_REQUEST, form="unreadable") from err
     if length < 0:
-        raise _Refusal(HTTPStatus.BAD_REQUEST)
+        raise _Refusal(HTTPStatus.BAD_REQUEST, form="unreadable")
     if length > MAX_BODY:
         raise _Refusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
     body = environ["wsgi.input"].read(length) if length else b""
@@ -438,7 +460,7 @@ def _read_form(environ: WSGIEnvironment) -> dict[str, list[str]]:
                 errors="strict",
             )
         except ValueError as err:  # non-ASCII bytes, bad percent-escapes, too many fields
-            raise _Refusal(HTTPStatus.BAD_REQUEST) from err
+            raise _Refusal(HTTPStatus.BAD_REQUEST, form="unreadable") from err
     if kind == "multipart/form-data":
         return _multipart(content_type, body)
     raise _Refusal(HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
@@ -448,7 +470,7 @@ def _multipart(content_type: str, body: bytes) -> dict[str, list[str]]:
     head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1")
     message = BytesParser(policy=HTTP).parsebytes(head + body)
     if not message.is_multipart():
-        raise _Refusal(HTTPStatus.BAD_REQUEST)
+        raise _Refusal(HTTPStatus.BAD_REQUEST, form="unreadable")
     fields: dict[str, list[str]] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
@@ -456,7 +478,7 @@ def _multipart(content_type: str, body: bytes) -> dict[str, list[str]]:
         if isinstance(name, str) and isinstance(payload, bytes) and not part.get_filename():
             fields.setdefault(name, []).append(payload.decode("utf-8", "replace"))
         if sum(len(values) for values in fields.values()) > MAX_FIELDS:
-            raise _Refusal(HTTPStatus.BAD_REQUEST)
+            raise _Refusal(HTTPStatus.BAD_REQUEST, form="unreadable")
     return fields
 
 

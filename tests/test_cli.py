@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from datetime import datetime
 from email import policy
 from pathlib import Path
 
@@ -14,8 +15,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from digest import tokens
+from digest.archive import Archive
 from digest.cli import cli
 from digest.config import load_config
+from digest.ledger import Ledger
+from digest.models import Issue, Period
+from digest.pipeline import LEDGER_FILE
 
 WEEK = ["--since", "2026-11-16", "--until", "2026-11-22"]
 JSON = ["--format", "json"]
@@ -293,3 +298,34 @@ def test_build_with_a_broken_template_names_the_file_and_line(starter: Path) -> 
     result = run("--config", starter, "build", *WEEK, env=NO_SECRET)
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-1].startswith(f"error: {folder / 'header.html.j2'}:2: ")
+
+
+def test_a_language_without_a_catalog_is_one_warning(starter: Path) -> None:
+    """`language = "pt"` builds, with one warning on stderr that its words are English."""
+    text = starter.read_text(encoding="utf-8")
+    starter.write_text(text.replace('language = "en"', 'language = "pt"'), encoding="utf-8")
+    result = run("--config", starter, "build", *WEEK, *JSON)
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "newsletter.language" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: digest.toml: newsletter")
+
+
+@pytest.mark.parametrize("rate", ["nan", "inf", "-inf", "0", "-3"])
+def test_send_refuses_a_rate_that_is_no_rate(starter: Path, rate: str) -> None:
+    """--rate nan, inf, zero or negative is a usage error (exit 2) naming the option."""
+    result = run("--config", starter, "send", *WEEK, "--rate", rate)
+    assert result.exit_code == 2
+    assert "--rate" in result.stderr and rate in result.stderr
+
+
+def test_build_shows_a_recorded_issues_period_in_the_newsletters_time_zone(starter: Path) -> None:
+    """A recorded issue comes back from the archive in UTC; its dates print in New York time."""
+    config = load_config(starter, environ={})
+    zone = config.newsletter.timezone
+    period = Period(datetime(2020, 1, 1, tzinfo=zone), datetime(2020, 1, 8, tzinfo=zone))
+    with Archive.open(config.archive_path) as archive:
+        archive.record_issue(Issue("2020-W02", period, None, ()), created_at=period.end)
+    with Ledger.open(config.archive_path.parent / LEDGER_FILE) as book:
+        book.freeze("2020-W02", variants={}, recipients=(), at=period.end)
+    result = run("--config", starter, "build", "--since", "2020-01-01", "--until", "2020-01-07")
+    assert "no articles between 2020-01-01 00:00 and 2020-01-08 00:00;" in result.stderr

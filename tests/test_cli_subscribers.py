@@ -185,6 +185,12 @@ def test_re_subscribing_needs_resubscribe(project: Path) -> None:
         (["not-an-address"], "'not-an-address' is not a valid address"),
         (["fay@example.org", "--sections", "Sports"], "no section is named 'Sports'"),
         (["fay@example.org", "--language", "Portuguese"], "'Portuguese' is not a language code"),
+        (["fay@example.org", "--language", "xx"], "'xx' is not a language code"),
+        (
+            ["fay@example.org", "--first-name", "Fay\r\nBcc: x@example.org"],
+            "--first-name: 'Fay\\r\\nBcc: x@example.org' holds a line break or control character",
+        ),
+        (["fay@example.org", "--last-name", "Lo\x1b[31m"], "--last-name: 'Lo\\x1b[31m' holds"),
     ],
 )
 def test_add_refuses_bad_input_and_writes_nothing(
@@ -280,6 +286,47 @@ def test_validate_prints_each_problem_with_its_line_and_exits_1(project: Path) -
     assert result.stderr.startswith("error: subscribers.csv: 4 problem(s)")
 
 
+def test_validate_reports_unknown_languages_and_control_characters_in_names(
+    project: Path,
+) -> None:
+    """A language no locale has, and a name with a line break or escape, are named by line."""
+    with listing(project).open("a", encoding="utf-8", newline="") as handle:
+        handle.write("fay@example.org,Fay,,,,xx,,,\n")
+        handle.write('gus@example.org,"Gus\r\nBcc: x@example.org",,,,,,,\n')
+        handle.write("hal@example.org,Hal,Lo\x07,,,pt,,,\n")
+    result = subs(project, "validate")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "subscribers.csv:7: language 'xx' is not a code such as en or pt-BR",
+        "subscribers.csv:8: first_name 'Gus\\r\\nBcc: x@example.org' holds a line break or "
+        "control character",
+        "subscribers.csv:10: last_name 'Lo\\x07' holds a line break or control character",
+    ]
+
+
+def test_import_skips_rows_with_an_unknown_language_or_a_control_character_in_a_name(
+    project: Path, tmp_path: Path
+) -> None:
+    """Each such row is skipped with its line, one line each; the others come in."""
+    export = tmp_path / "mine.csv"
+    export.write_text(
+        "email,first_name,last_name,language\n"
+        "fay@example.org,Fay,,xx\n"
+        'gus@example.org,"Gus\nBcc: x@example.org",,\n'
+        "hal@example.org,Hal,,pt\n",
+        encoding="utf-8",
+    )
+    result = subs(project, "import", export)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "skip line 2 (fay@example.org): language 'xx' is not a code such as en or pt-BR",
+        "skip line 3 (gus@example.org): first_name 'Gus\\nBcc: x@example.org' holds a line "
+        "break or control character",
+        "add hal@example.org (line 5): subscribed",
+        "mine.csv (csv): add 1, update 0, skip 2",
+    ]
+
+
 # -- import and export --------------------------------------------------------------------------
 
 
@@ -339,6 +386,29 @@ def test_import_with_the_wrong_format_is_refused(project: Path) -> None:
     result = subs(project, "import", FIXTURES / "mailchimp-subscribed.csv", "--format", "ghost")
     assert result.exit_code == 1
     assert "no 'email' column, so it is not a ghost export" in result.stderr
+
+
+def test_import_refuses_a_header_naming_a_column_twice(project: Path, tmp_path: Path) -> None:
+    """Two email columns: which one is meant is unclear, so nothing is imported."""
+    export = tmp_path / "twice.csv"
+    export.write_text("email,name,Email\nfay@example.org,Fay,gus@example.org\n", encoding="utf-8")
+    before = listing(project).read_bytes()
+    result = subs(project, "import", export)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "error: twice.csv:1: the header names the column 'Email' twice (columns 1 and 3)"
+    )
+    assert listing(project).read_bytes() == before
+
+
+def test_import_of_a_json_file_says_it_reads_csv(project: Path, tmp_path: Path) -> None:
+    """A JSON export is named as JSON, with the formats import reads; not as odd CSV columns."""
+    export = tmp_path / "members.json"
+    export.write_text('[{"email": "fay@example.org", "name": "Fay"}]\n', encoding="utf-8")
+    result = subs(project, "import", export)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: members.json: this looks like JSON")
+    assert "mailchimp, substack" in result.stderr and "columns:" not in result.stderr
 
 
 def test_export_neutralises_formulas_for_spreadsheets(project: Path, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.config import is_loopback, load_config
+from digest.config import SUBJECT_NAMES, is_loopback, language_warning, load_config
 from digest.errors import ConfigError
 
 MINIMAL = """\
@@ -149,8 +149,80 @@ def test_pinned_section_must_exist(tmp_path: Path) -> None:
 def test_malformed_toml_is_one_line(tmp_path: Path) -> None:
     """A TOML syntax error names the file and says what tomllib saw."""
     message = load_error(write(tmp_path, MINIMAL + "\n[[sections]\n"))
-    assert message.startswith("digest.toml: not valid TOML")
+    assert message.startswith("digest.toml:31: not valid TOML")
     assert "\n" not in message
+
+
+def test_a_byte_order_mark_before_the_config_is_accepted(tmp_path: Path) -> None:
+    """Notepad saves UTF-8 with a BOM; the config still loads."""
+    path = tmp_path / "digest.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode("utf-8"))
+    assert load_config(path, environ={}).newsletter.name == "Left Voice Weekly"
+
+
+def test_a_table_declared_twice_is_named_with_both_lines(tmp_path: Path) -> None:
+    """A second [newsletter] is our one line: where, which table, and to merge them."""
+    message = load_error(write(tmp_path, MINIMAL + '\n[newsletter]\nname = "x"\n'))
+    assert message == (
+        "digest.toml:31: [newsletter] is declared twice (first on line 1) "
+        "(hint: write each table once: merge the keys into one [newsletter])"
+    )
+
+
+def test_a_key_given_twice_is_named_with_its_line(tmp_path: Path) -> None:
+    """A key written twice in one table names the key and its second line."""
+    text = MINIMAL.replace('name = "Left Voice Weekly"', 'name = "a"\nname = "b"')
+    assert load_error(write(tmp_path, text)).startswith("digest.toml:3: name is given twice")
+
+
+def test_a_language_nobody_has_is_refused_with_the_shipped_ones(tmp_path: Path) -> None:
+    """`language = "xx"` fails when the config loads, at its line, listing what digest ships."""
+    message = load_error(write(tmp_path, MINIMAL.replace('language = "en"', 'language = "xx"')))
+    assert message.startswith("digest.toml:4: newsletter.language: no language has the code 'xx'")
+    assert "digest ships strings in en, es" in message
+
+
+def test_a_language_without_a_catalog_loads_with_a_warning(tmp_path: Path) -> None:
+    """Portuguese has dates but no catalog: it loads, and the warning says its words are English."""
+    path = write(tmp_path, MINIMAL.replace('language = "en"', 'language = "pt"'))
+    warning = language_warning(load_config(path, environ={}))
+    assert warning is not None and "'pt'" in warning and "English" in warning
+    assert language_warning(load_config(write(tmp_path, MINIMAL), environ={})) is None
+    spanish = MINIMAL.replace('language = "en"', 'language = "es-MX"')
+    assert language_warning(load_config(write(tmp_path, spanish), environ={})) is None
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected"),
+    [
+        ("{{ newsletter.nmae }}", "unknown name 'newsletter.nmae'"),
+        ("{{ isue.id }}", "unknown name 'isue'"),
+        ("{{ issue.id | shout }}", "not a template that renders: No filter named 'shout'."),
+        ("{{ issue.id", "not a template that renders: unexpected end of template"),
+    ],
+)
+def test_a_subject_typo_is_caught_when_the_config_loads(
+    tmp_path: Path, subject: str, expected: str
+) -> None:
+    """The subject renders against its names at load: a typo names file:line:key and the name."""
+    text = f"[email]\nsubject = {subject!r}\n" + MINIMAL
+    message = load_error(write(tmp_path, text))
+    assert message.startswith(f"digest.toml:2: email.subject: {expected}")
+    assert "\n" not in message
+
+
+def test_a_subject_using_every_name_loads(tmp_path: Path) -> None:
+    """Each name render gives the subject, and the i18n call, pass the check."""
+    names = " ".join(f"{{{{ {g}.{n} }}}}" for g, ns in SUBJECT_NAMES.items() for n in ns)
+    subject = names + ' {{ _("%(n)s!", n=issue.article_count + 1) }}'
+    text = f"[email]\nsubject = {subject!r}\n" + MINIMAL
+    assert load_config(write(tmp_path, text), environ={}).email.subject == subject
+
+
+def test_a_subject_may_name_the_span_the_intro_uses(tmp_path: Path) -> None:
+    """`issue.span` ("from this week"), which render gives the subject, passes the load check."""
+    text = "[email]\nsubject = '{{ newsletter.name }}: news {{ issue.span }}'\n" + MINIMAL
+    assert "issue.span" in load_config(write(tmp_path, text), environ={}).email.subject
 
 
 @pytest.mark.parametrize(
@@ -283,6 +355,8 @@ def test_send_and_schedule_tables(tmp_path: Path) -> None:
         ('[send]\nrate = "fast"\n', "send.rate: expected a number, got a string"),
         ("[send]\nretries = 3\n", "send.retries: unknown key"),
         ("[send]\nprocesses = 0\n", "digest.toml:2: send.processes: expected at least 1"),
+        ("[send]\nrate = inf\n", "digest.toml:2: send.rate: expected a positive number, got inf"),
+        ("[send]\nrate = nan\n", "digest.toml:2: send.rate: expected a positive number, got nan"),
         ('[schedule]\nevery = "fortnight"\n', 'schedule.every: expected "day", "week" or'),
         ('[schedule]\nday = "someday"\n', "schedule.day: expected a weekday"),
         ('[schedule]\nevery = "month"\nday = 31\n', "schedule.day: expected a day from 1 to 28"),

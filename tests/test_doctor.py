@@ -179,6 +179,28 @@ def test_a_missing_subscriber_file_is_a_warning(folder: Path) -> None:
     assert check.status == "warn" and "no subscriber list" in check.message
 
 
+def test_a_subscriber_list_that_is_a_folder_fails(folder: Path) -> None:
+    """[subscribers] file naming a folder is a FAIL saying so, not a missing list."""
+    (folder / "subscribers.csv").unlink()
+    (folder / "subscribers.csv").mkdir()
+    check = only(config_of(folder), "subscribers")
+    assert (check.status, check.message) == (
+        "fail",
+        f"{folder / 'subscribers.csv'} is a folder, not a subscriber list",
+    )
+
+
+def test_a_language_without_a_catalog_is_a_warning(folder: Path) -> None:
+    """`language = "pt"` loads, and doctor says its words will be English."""
+    toml = folder / "digest.toml"
+    toml.write_text(
+        re.sub(r'(?m)^language = ".*"$', 'language = "pt"', toml.read_text(encoding="utf-8")),
+        encoding="utf-8",
+    )
+    check = only(config_of(folder), "language")
+    assert check.status == "warn" and "'pt'" in check.message and "English" in check.message
+
+
 # -- SMTP ---------------------------------------------------------------------------------------
 
 

@@ -665,6 +665,49 @@ def test_a_template_without_an_unsubscribe_link_is_refused(
     assert "unsubscribe" in str(caught.value) and caught.value.hint
 
 
+def test_an_unsubscribe_link_inside_a_comment_is_refused(
+    example: tuple[Config, Issue], tmp_path: Path
+) -> None:
+    """A footer whose only unsubscribe link is in an HTML comment shows none: it is refused."""
+    config, issue = example
+    (tmp_path / "partials").mkdir()
+    (tmp_path / "partials" / "footer.html.j2").write_text(
+        '<p>Bye.</p>\n<!-- <a href="{{ personal.unsubscribe_url }}">Unsubscribe</a> -->\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(TemplateError) as caught:
+        build(with_email(config, templates=tmp_path), issue)
+    assert caught.value.message == "the HTML email has no unsubscribe url"
+
+
+def test_a_partial_that_is_not_utf8_is_named_with_its_line(
+    example: tuple[Config, Issue], tmp_path: Path
+) -> None:
+    """A stray Latin-1 byte in the user's footer names that file and line, not the layout."""
+    config, issue = example
+    (tmp_path / "partials").mkdir()
+    (tmp_path / "partials" / "footer.html.j2").write_bytes(b"<p>Bye.</p>\n<p>Caf\xe9</p>\n")
+    with pytest.raises(TemplateError) as caught:
+        build(with_email(config, templates=tmp_path), issue)
+    assert caught.value.where == f"{tmp_path / 'partials' / 'footer.html.j2'}:2"
+    assert caught.value.message.startswith("not UTF-8 text")
+
+
+def test_a_missing_include_names_the_partial_that_includes_it(
+    example: tuple[Config, Issue], tmp_path: Path
+) -> None:
+    """An include of a template that does not exist names the including file and line."""
+    config, issue = example
+    (tmp_path / "partials").mkdir()
+    (tmp_path / "partials" / "footer.html.j2").write_text(
+        '<p>Bye.</p>\n{% include "partials/signature.html.j2" %}\n', encoding="utf-8"
+    )
+    with pytest.raises(TemplateError) as caught:
+        build(with_email(config, templates=tmp_path), issue)
+    assert caught.value.where == f"{tmp_path / 'partials' / 'footer.html.j2'}:2"
+    assert caught.value.message == "no template named 'partials/signature.html.j2'"
+
+
 def test_a_feed_without_dates_shows_no_made_up_date(example: tuple[Config, Issue]) -> None:
     """An article whose date was estimated shows its byline without a date."""
     config, _ = example

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
+import filelock
 import pytest
 from click.testing import CliRunner
 from smtp_server import SlowData, SmtpRecorder, kill_at, running
@@ -169,7 +170,17 @@ def test_two_runs_started_together_deliver_one_copy_each(project: Path) -> None:
         assert [process.returncode for process in runs] == [0, 0], outputs
         assert slow.copies() == {address: 1 for address in SUBSCRIBED}
     said = [stdout for stdout, _ in outputs]
-    assert sum("another run is in progress" in out for out in said) == 1, said
+    assert sum("another send of this list (a send or a run) is in" in o for o in said) == 1, said
+
+
+def test_a_run_while_a_send_holds_the_lock_does_not_call_it_a_run(project: Path) -> None:
+    """The lock a `digest send` holds stops a run; the run's line says a send or run holds it."""
+    lock = (load_config(project).archive_path.parent / LEDGER_FILE).with_suffix(".lock")
+    with running(SmtpRecorder()) as relay, filelock.FileLock(lock):
+        result = run(project, "-v", "run", env=smtp_env(relay))
+    assert result.exit_code == 0, result.output
+    assert "another send of this list (a send or a run) is in progress" in result.output
+    assert "another run" not in result.output
 
 
 def test_a_run_killed_mid_send_is_resumed_by_the_next_run(project: Path) -> None:

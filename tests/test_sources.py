@@ -777,3 +777,15 @@ def test_local_path_relative_to_nothing_reads_the_file_given(tmp_path: Path) -> 
     path.write_bytes(rss("<item><title>No link</title></item>"))
     result = run([SourceConfig(name="l", url=str(path))])[0]
     assert result == SourceResult("l", warnings=("skipped 1 entry with neither id nor link",))
+
+
+def test_a_local_feed_file_larger_than_max_bytes_fails_as_a_download_would(
+    tmp_path: Path,
+) -> None:
+    """collect.max_bytes caps local files too: one failing source, the same words as a URL's."""
+    big = tmp_path / "big.xml"
+    big.write_bytes(rss("<item><title>A</title><link>https://example.org/a</link></item>" * 200))
+    config = SourceConfig(name="big", url=str(big))
+    result = run([config], settings=CollectSettings(max_bytes=2048))[0]
+    assert result.error == f"{big} is larger than 2048 bytes (hint: raise collect.max_bytes)"
+    assert run([config], settings=CollectSettings())[0].articles

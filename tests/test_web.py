@@ -351,6 +351,25 @@ def test_a_bad_preferences_form_is_refused(site: Site, fields: list[tuple[str, s
     assert site.csv_path.read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ([("section", "Sports"), ("language", "en")], "a section this newsletter does not have"),
+        ([("section", "Labor"), ("language", "xx")], "a language this newsletter does not offer"),
+        ([("section", "Labor")], "Part of it was missing or could not be read."),
+        ([("resubscribe", "yes")], "Only a reader who unsubscribed can subscribe again here."),
+    ],
+    ids=["unknown-section", "unknown-language", "no-language", "resubscribe-subscribed"],
+)
+def test_a_bad_form_gets_a_page_saying_what_is_wrong_with_it(
+    site: Site, fields: list[tuple[str, str]], says: str
+) -> None:
+    """Not "This link is incomplete": the page names the form's problem and that nothing changed."""
+    page = Page(post(site.page("preferences", "Bo.Li@Example.net"), fields).text)
+    assert page.headings == ["This form could not be saved"]
+    assert says in page.words and "Nothing was changed." in page.words
+
+
 def test_a_spanish_reader_gets_spanish_pages(site: Site) -> None:
     """A row with language `es` gets the pages in Spanish, with lang="es"."""
     html = fetch(site.page("unsubscribe", "ana.perez@example.org")).text
@@ -583,7 +602,7 @@ def test_every_page_string_has_a_spanish_translation() -> None:
         for template in folder.glob("*.html.j2")
         for message in re.findall(r'_\("([^"]+)"', template.read_text(encoding="utf-8"))
     }
-    for heading, paragraphs in web._PROBLEMS.values():
+    for heading, paragraphs in [*web._PROBLEMS.values(), *web._FORM_PROBLEMS.values()]:
         used.update((heading, *paragraphs))
     assert used and used <= spanish, used - spanish
 
