@@ -739,7 +739,12 @@ def _run(
         if period is None:
             status: RunStatus = "sent" if resumed else "already sent"
             ids = ", ".join(outcome.issue_id for outcome in resumed)
-            reason = f"resumed {ids}" if resumed else "the current period's issue was sent"
+            due = schedule.next_due(config.schedule, timezone=config.newsletter.timezone, after=now)
+            reason = (
+                f"resumed {ids}"
+                if resumed
+                else f"already sent; the next issue is due {due:%Y-%m-%d %H:%M}"
+            )
             return RunOutcome(status, reason, sends=resumed)
         if skipped is not None:
             return RunOutcome("too few articles", skipped, sends=resumed)

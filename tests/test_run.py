@@ -82,7 +82,7 @@ def test_a_run_sends_the_due_issue_silently_and_a_second_run_sends_nothing(
     assert smtp.copies() == {address: 1 for address in SUBSCRIBED}
     again = run(project, "-v", "run", env=smtp_env(smtp))
     assert again.exit_code == 0, again.output
-    assert "the current period's issue was sent" in again.stdout
+    assert "already sent; the next issue is due " in again.stdout
     assert smtp.copies() == {address: 1 for address in SUBSCRIBED}
 
 
