@@ -238,6 +238,7 @@ def build(
     if not offline:
         report = pipeline.collect(config, now=now)
         show_collect_report(app, report, summary=False)
+        report.raise_if_all_failed()
     issue = pipeline.select(config, request, now=now, feature_url=feature_url)
     if not issue.articles:
         app.warn(

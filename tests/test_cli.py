@@ -89,6 +89,18 @@ def test_collect_fails_only_when_every_source_failed(starter: Path) -> None:
     assert "error: every source failed (3 of 3)" in result.stderr
 
 
+def test_build_fails_when_every_source_failed(starter: Path) -> None:
+    """With every feed gone, build warns for each and exits 1 rather than building from nothing."""
+    for feed in (starter.parent / "feeds").iterdir():
+        feed.unlink()
+    result = run("--config", starter, "build", *WEEK)
+    assert result.exit_code == 1
+    assert result.stderr.count("warning: ") == 3
+    assert "error: every source failed (3 of 3)" in result.stderr
+    assert "--offline" in result.stderr
+    assert not (starter.parent / "out").exists()
+
+
 def test_build_selects_the_week_by_section(starter: Path) -> None:
     """The example week comes out featured story first, then sections in config order."""
     issue = json.loads(run("--config", starter, "build", *WEEK, *JSON).stdout)
