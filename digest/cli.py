@@ -414,6 +414,8 @@ def send(
             "nothing sent"
         )
         return
+    if rate is not None and outcome.outbox is not None:
+        app.warn("--rate applies to SMTP only: the outbox was written as fast as the disk took it")
     show_send_outcome(app, outcome)
 
 

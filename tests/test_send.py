@@ -131,6 +131,16 @@ def test_without_smtp_host_messages_go_to_the_outbox_maildir(project: Path) -> N
     assert recipients == SUBSCRIBED
 
 
+def test_rate_into_the_outbox_is_one_warning_line(project: Path) -> None:
+    """--rate paces SMTP connections only; into the outbox it says so once, and still sends."""
+    env: dict[str, str | None] = {"DIGEST_SECRET": SECRET, "SMTP_HOST": None}
+    result = run(project, "send", *WEEK, "--rate", "5", env=env)
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert "--rate applies to SMTP only" in warning
+    assert "3 sent" in result.stdout
+
+
 def test_dry_run_composes_every_copy_and_sends_none(project: Path, smtp: SmtpRecorder) -> None:
     """--dry-run prints one sample message and a count, delivers nothing and freezes nothing."""
     result = run(project, "send", *WEEK, "--dry-run", env=smtp_env(smtp))
