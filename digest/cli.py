@@ -361,6 +361,7 @@ def preview_issue(
 )
 @click.option("--retry-unknown", is_flag=True, help="Resend copies an earlier run left unknown.")
 @click.option("--include-new", is_flag=True, help="Also send to readers added since it began.")
+@click.option("--allow-empty", is_flag=True, help="Send an issue with no articles too.")
 @click.pass_obj
 def send(
     app: App,
@@ -374,13 +375,15 @@ def send(
     rate: float | None,
     retry_unknown: bool,
     include_new: bool,
+    allow_empty: bool,
 ) -> None:
     """Send the period's issue to every subscribed reader, exactly once.
 
     Uses the archive as it is (run `digest collect` first). Delivers over SMTP with the SMTP_*
     settings, or into the outbox/ Maildir beside the config when SMTP_HOST is unset. Running it
-    again resumes an interrupted send: the same content, only to those not yet sent. Exits 3
-    when some copies failed or their fate is unknown.
+    again resumes an interrupted send: the same content, only to those not yet sent. An issue
+    with no articles is refused unless --allow-empty. Exits 3 when some copies failed or their
+    fate is unknown.
 
     \b
       digest send --since 2026-11-16 --until 2026-11-22 --to editor@example.org
@@ -389,7 +392,12 @@ def send(
     """
     if test_addresses:
         outcome = pipeline.send_test_copies(
-            app.config, request, test_addresses, now=app.now, issue_id=issue_id
+            app.config,
+            request,
+            test_addresses,
+            now=app.now,
+            issue_id=issue_id,
+            allow_empty=allow_empty,
         )
         show_send_outcome(app, outcome, what="test copies")
         return
@@ -401,6 +409,7 @@ def send(
         include_new=include_new,
         limit=limit,
         dry_run=dry_run,
+        allow_empty=allow_empty,
         issue_id=issue_id,
     )
     with send_progress(app) as progress:

@@ -357,6 +357,7 @@ class SendOptions:
     include_new: bool = False  # add subscribers who joined after the issue was frozen
     limit: int | None = None  # send at most this many messages in this run
     dry_run: bool = False  # compose every copy, send nothing
+    allow_empty: bool = False  # send an issue with no articles rather than refuse it
     issue_id: str | None = None  # resume this recorded issue rather than the period's
 
 
@@ -396,10 +397,12 @@ def send_issue(
     """
     if options.dry_run:
         issue = issue_to_send(config, request, now=now, issue_id=options.issue_id)
+        _refuse_empty(config, issue, allow_empty=options.allow_empty)
         return _dry_run(config, issue, SubscriberFile(config.subscribers_path), now=now)
     settings = sender.read_settings(config.env, root=config.root)
     with _send_lock(config):
         issue = issue_to_send(config, request, now=now, issue_id=options.issue_id)
+        _refuse_empty(config, issue, allow_empty=options.allow_empty)
         return _deliver_issue(config, issue, options, settings, now=now, progress=progress)
 
 
@@ -418,6 +421,23 @@ def issue_to_send(
             hint="`digest issues` lists them; send a new issue with --since/--until",
         )
     return recorded
+
+
+def _refuse_empty(config: Config, issue: Issue, *, allow_empty: bool) -> None:
+    """An issue with no articles is a mistake (nothing collected, the wrong period) unless the
+    editor says otherwise; one whose send has begun is resumed as it was frozen."""
+    if issue.articles or allow_empty:
+        return
+    with Ledger.open(_ledger_path(config)) as book:
+        if book.frozen_at(issue.id) is not None:
+            return
+    zone = config.newsletter.timezone
+    start, end = issue.period.start.astimezone(zone), issue.period.end.astimezone(zone)
+    raise SelectionError(
+        f"issue {issue.id} has no articles between {start:%Y-%m-%d %H:%M} and "
+        f"{end:%Y-%m-%d %H:%M}: nothing to send",
+        hint="run `digest collect` or choose another period; --allow-empty sends it anyway",
+    )
 
 
 def _deliver_issue(
@@ -492,10 +512,13 @@ def send_test_copies(
     *,
     now: datetime,
     issue_id: str | None = None,
+    allow_empty: bool = False,
 ) -> SendOutcome:
     """A "[TEST]" copy of the issue to each address, as that subscriber (or a reader of every
-    section) would get it; nothing is recorded, so the real send is unaffected."""
+    section) would get it; nothing is recorded, so the real send is unaffected. An issue with
+    no articles is refused as the real send would refuse it."""
     issue = issue_to_send(config, request, now=now, issue_id=issue_id)
+    _refuse_empty(config, issue, allow_empty=allow_empty)
     file = SubscriberFile(config.subscribers_path)
     readers = [
         replace(file.find(address) or Subscriber(address), status=SubscriberStatus.SUBSCRIBED)

@@ -141,6 +141,33 @@ def test_rate_into_the_outbox_is_one_warning_line(project: Path) -> None:
     assert "3 sent" in result.stdout
 
 
+EMPTY_WEEK = ["--since", "2026-10-05", "--until", "2026-10-11"]  # before the example's stories
+
+
+@pytest.mark.parametrize("mode", [[], ["--dry-run"], ["--to", "editor@example.org"]])
+def test_an_issue_with_no_articles_is_refused_with_a_hint(
+    project: Path, smtp: SmtpRecorder, mode: list[str]
+) -> None:
+    """A send, a dry run or a test copy of an empty issue is one error naming --allow-empty;
+    nothing goes out and nothing is recorded."""
+    result = run(project, "send", *EMPTY_WEEK, *mode, env=smtp_env(smtp))
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: issue 2026-W41 has no articles between 2026-10-05 00:00 and ")
+    assert "--allow-empty" in line
+    assert smtp.copies() == {}
+    assert run(project, "issues", env=smtp_env(smtp)).stdout.strip() == "no issues yet"
+
+
+def test_allow_empty_sends_an_issue_with_no_articles(project: Path, smtp: SmtpRecorder) -> None:
+    """--allow-empty is the editor saying so: a reader of every section gets the empty issue
+    (those who chose sections are skipped, as whenever theirs are empty)."""
+    result = run(project, "send", *EMPTY_WEEK, "--allow-empty", env=smtp_env(smtp))
+    assert result.exit_code == 0, result.output
+    assert "1 sent, 0 failed, 0 unknown, 2 skipped" in result.stdout
+    assert smtp.copies() == {"ana.perez@example.org": 1}
+
+
 def test_dry_run_composes_every_copy_and_sends_none(project: Path, smtp: SmtpRecorder) -> None:
     """--dry-run prints one sample message and a count, delivers nothing and freezes nothing."""
     result = run(project, "send", *WEEK, "--dry-run", env=smtp_env(smtp))
