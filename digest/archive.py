@@ -228,6 +228,14 @@ class Archive(SqliteFile):
             sections=tuple(Section(name, tuple(articles)) for name, articles in sections.items()),
         )
 
+    def issue_period(self, issue_id: str) -> Period | None:
+        """The period the recorded issue covers, or None if there is no such issue."""
+        with self._reading("reading the issue") as db:
+            row = db.execute(
+                "SELECT period_start, period_end FROM issues WHERE id = ?", (issue_id,)
+            ).fetchone()
+        return None if row is None else Period(*map(datetime.fromisoformat, row))
+
     def mark_sent(self, issue_id: str, *, sent_at: datetime) -> None:
         """Note that the issue went out, so its articles are no longer candidates."""
         with self._transaction("marking the issue sent") as db:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -121,8 +121,8 @@ def select(
     out and a resumed send sends the same articles."""
     with Archive.open(config.archive_path) as archive:
         period = _period(config, request, archive, now=now)
-        issue_id = _issue_id(config, period)
         with Ledger.open(_ledger_path(config)) as book:
+            issue_id = _issue_id(config, period, archive, book)
             frozen = book.frozen_at(issue_id) is not None
         recorded = archive.issue(issue_id) if frozen else None
         if recorded is not None:
@@ -159,9 +159,41 @@ def _period(config: Config, request: PeriodRequest, archive: Archive, *, now: da
     )
 
 
-def _issue_id(config: Config, period: Period) -> str:
+def _issue_id(config: Config, period: Period, archive: Archive, book: Ledger) -> str:
+    """The period's id in [selection] issue_id_format, unless the schedule's period has that
+    id, or will have it: then the one that is not the schedule's adds its last day. So a
+    manual send before Saturday's run is 2026-W48-2026-11-26 and the run still sends 2026-W48.
+
+    An issue whose send began keeps the id it has; two periods that are not the schedule's
+    share an id as before, so a send run again later in the week resumes the one it began.
+    """
     zone, fmt = config.newsletter.timezone, config.selection.issue_id_format
-    return selector.issue_id(period, timezone=zone, fmt=fmt)
+    ident = selector.issue_id(period, timezone=zone, fmt=fmt)
+    taken = archive.issue_period(ident) if book.frozen_at(ident) is not None else None
+    if taken is not None and _same_period(taken, period):
+        return ident
+    scheduled = _on_schedule(config, period.end)
+    if taken is not None and (scheduled or _on_schedule(config, taken.end)):
+        return selector.dated_id(ident, period, timezone=zone)
+    if not scheduled:
+        due = schedule.next_due(config.schedule, timezone=zone, after=period.end)
+        if selector.issue_id(Period(period.end, due), timezone=zone, fmt=fmt) == ident:
+            return selector.dated_id(ident, period, timezone=zone)
+    return ident
+
+
+def _on_schedule(config: Config, moment: datetime) -> bool:
+    """Whether a period ending at `moment` ends where the schedule's periods end."""
+    due = schedule.latest_due(config.schedule, timezone=config.newsletter.timezone, now=moment)
+    return due.astimezone(UTC) == moment.astimezone(UTC)
+
+
+def _same_period(one: Period, other: Period) -> bool:
+    # In UTC: datetimes with one tzinfo compare by wall clock, ignoring fold.
+    return (one.start.astimezone(UTC), one.end.astimezone(UTC)) == (
+        other.start.astimezone(UTC),
+        other.end.astimezone(UTC),
+    )
 
 
 def _select(
