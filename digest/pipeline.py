@@ -120,8 +120,8 @@ def select(
     send has begun, its issue is the one recorded then, so build and preview show what went
     out and a resumed send sends the same articles."""
     with Archive.open(config.archive_path) as archive:
-        period = _period(config, request, archive, now=now)
         with Ledger.open(_ledger_path(config)) as book:
+            period = _period(config, request, archive, book, now=now)
             issue_id = _issue_id(config, period, archive, book)
             frozen = book.frozen_at(issue_id) is not None
         recorded = archive.issue(issue_id) if frozen else None
@@ -145,9 +145,15 @@ def select(
         return _select(config, archive, period, issue_id, featured=featured)
 
 
-def _period(config: Config, request: PeriodRequest, archive: Archive, *, now: datetime) -> Period:
+def _period(
+    config: Config, request: PeriodRequest, archive: Archive, book: Ledger, *, now: datetime
+) -> Period:
     if request.period is not None:
         return request.period
+    if request == PeriodRequest():
+        unfinished = _unfinished_period(archive, book)
+        if unfinished is not None:
+            return unfinished
     return selector.resolve_period(
         since=request.since,
         until=request.until,
@@ -157,6 +163,17 @@ def _period(config: Config, request: PeriodRequest, archive: Archive, *, now: da
         last_sent_end=archive.last_sent_period_end(),
         default_days=config.selection.days,
     )
+
+
+def _unfinished_period(archive: Archive, book: Ledger) -> Period | None:
+    """The period of the newest issue whose send began where the last sent one ended and has
+    copies pending: the default period resumes it after a crash or a --limit, on any day."""
+    last_end = archive.last_sent_period_end()
+    for known in reversed(book.issues()):
+        period = archive.issue_period(known.issue_id) if known.counts.pending else None
+        if period is not None and (last_end is None or period.start >= last_end):
+            return period
+    return None
 
 
 def _issue_id(config: Config, period: Period, archive: Archive, book: Ledger) -> str:

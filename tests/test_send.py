@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import filelock
@@ -25,6 +26,7 @@ from smtp_server import (
     running,
 )
 
+from digest import pipeline
 from digest.archive import Archive
 from digest.cli import cli
 from digest.config import load_config
@@ -166,6 +168,21 @@ def test_allow_empty_sends_an_issue_with_no_articles(project: Path, smtp: SmtpRe
     assert result.exit_code == 0, result.output
     assert "1 sent, 0 failed, 0 unknown, 2 skipped" in result.stdout
     assert smtp.copies() == {"ana.perez@example.org": 1}
+
+
+def test_a_send_by_hand_left_unfinished_is_resumed_by_the_next_days_send(project: Path) -> None:
+    """Without a period, `digest send` on Friday finishes Thursday's interrupted issue (its id
+    has Thursday's date) rather than sending its stories again in a new one."""
+    config = load_config(project, environ={"DIGEST_SECRET": SECRET})
+    zone = config.newsletter.timezone
+    thursday, friday = (datetime(2026, 11, d, 15, tzinfo=zone) for d in (19, 20))
+    default = pipeline.PeriodRequest()
+    first = pipeline.send_issue(config, default, pipeline.SendOptions(limit=1), now=thursday)
+    assert (first.issue_id, first.report.sent) == ("2026-W47-2026-11-19", 1)
+    rest = pipeline.send_issue(config, default, pipeline.SendOptions(), now=friday)
+    assert (rest.issue_id, rest.report.sent) == ("2026-W47-2026-11-19", 2)
+    with Archive.open(config.archive_path) as archive:
+        assert [r.id for r in archive.issue_records()] == ["2026-W47-2026-11-19"]
 
 
 def test_dry_run_composes_every_copy_and_sends_none(project: Path, smtp: SmtpRecorder) -> None:
