@@ -423,6 +423,11 @@ def send(
             "nothing sent"
         )
         return
+    if outcome.left_out:
+        app.warn(
+            f"left out: {outcome.left_out:,} reader{'s' * (outcome.left_out != 1)} added since "
+            f"{outcome.issue_id} began; run it again with --include-new to send them theirs"
+        )
     if rate is not None and outcome.outbox is not None:
         app.warn("--rate applies to SMTP only: the outbox was written as fast as the disk took it")
     show_send_outcome(app, outcome)

@@ -420,6 +420,7 @@ class SendOutcome:
     composed: int = 0  # dry run: copies composed
     sample: bytes | None = None  # dry run: the first copy, as it would be sent
     processes: int = 1  # how many processes delivered it
+    left_out: int = 0  # readers added after the issue was frozen, without include_new
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,6 +510,7 @@ def _deliver_issue(
         pending = book.counts(issue.id).pending
         total = pending if options.limit is None else min(pending, options.limit)
         skipped: list[str] = []
+        left_out: list[str] = []
         bounced: list[str] = []
         on_progress = (
             None
@@ -521,7 +523,8 @@ def _deliver_issue(
                 report = asyncio.run(
                     sender.deliver(
                         itertools.islice(
-                            _pending_copies(composer, book, iter(file), skipped), options.limit
+                            _pending_copies(composer, book, iter(file), skipped, left_out),
+                            options.limit,
                         ),
                         book,
                         settings,
@@ -533,7 +536,9 @@ def _deliver_issue(
                 )
             else:
                 task = _ShardTask(config, issue, options, now)
-                report = _deliver_in_shards(task, processes, skipped, bounced, on_progress)
+                report = _deliver_in_shards(
+                    task, processes, skipped, left_out, bounced, on_progress
+                )
         finally:
             if config.send.mark_bounced:
                 file.set_statuses(bounced, SubscriberStatus.BOUNCED, at=now)
@@ -551,6 +556,7 @@ def _deliver_issue(
         ),
         outbox=settings.path if isinstance(settings, sender.Outbox) else None,
         processes=processes,
+        left_out=len(left_out),
     )
 
 
@@ -638,12 +644,14 @@ class _ShardTask:
 @dataclass(frozen=True, slots=True)
 class _ShardResult:
     skipped: tuple[str, ...]  # readers of this share who get no copy
+    left_out: tuple[str, ...]  # readers of this share added after the freeze
 
 
 def _deliver_in_shards(
     task: _ShardTask,
     processes: int,
     skipped: list[str],
+    left_out: list[str],
     bounced: list[str],
     on_progress: Callable[[sender.SendReport], None] | None,
 ) -> sender.SendReport:
@@ -672,6 +680,7 @@ def _deliver_in_shards(
     report = combined(gathered.progress)
     bounced.extend(report.bounced)
     skipped.extend(name for result in gathered.results for name in result.skipped)
+    left_out.extend(name for result in gathered.results for name in result.left_out)
     if gathered.error is not None:
         raise gathered.error
     return report
@@ -687,6 +696,7 @@ def _deliver_shard(task: _ShardTask, shard: shards.Shard) -> _ShardResult:
     readers = SubscriberFile(config.subscribers_path).shard(shard.index, shard.count)
     limit = task.options.limit
     skipped: list[str] = []
+    left_out: list[str] = []
     # The tallies the parent adds up: the last progress report, then the final one.
     last = sender.SendReport(0, 0, 0, 0, 0, (), 0.0)
 
@@ -697,7 +707,7 @@ def _deliver_shard(task: _ShardTask, shard: shards.Shard) -> _ShardResult:
 
     with Ledger.open(_ledger_path(config)) as book:
         renderer.load(book.variants(issue.id))
-        jobs = _pending_copies(composer, book, readers, skipped)
+        jobs = _pending_copies(composer, book, readers, skipped, left_out)
         try:
             last = asyncio.run(
                 sender.deliver(
@@ -712,7 +722,7 @@ def _deliver_shard(task: _ShardTask, shard: shards.Shard) -> _ShardResult:
             )
         finally:
             shard.progress(last, final=True)
-    return _ShardResult(tuple(skipped))
+    return _ShardResult(tuple(skipped), tuple(left_out))
 
 
 def _share(total: int, shard: shards.Shard) -> int:
@@ -921,16 +931,21 @@ def _jobs(
 
 
 def _pending_copies(
-    composer: message.Composer, book: Ledger, readers: Iterator[Subscriber], skipped: list[str]
+    composer: message.Composer,
+    book: Ledger,
+    readers: Iterator[Subscriber],
+    skipped: list[str],
+    left_out: list[str],
 ) -> Iterator[sender.Job]:
     """The copy of each subscribed reader whose row is pending, to the address frozen for it;
-    readers with a bad address or nothing in their sections go to `skipped`."""
+    readers with a bad address or nothing in their sections go to `skipped`, readers the
+    issue was not frozen for (added since) to `left_out`."""
     issue_id = composer.issue.id
     while batch := list(itertools.islice(readers, LOOKUP_CHUNK)):
         chunk = [s for s in batch if s.receives_mail]
         known = book.copies_of(issue_id, [s.email for s in chunk])
         for subscriber in chunk:
-            job = _pending_copy(composer, book, subscriber, known, skipped)
+            job = _pending_copy(composer, book, subscriber, known, skipped, left_out)
             if job is not None:
                 yield job
 
@@ -941,6 +956,7 @@ def _pending_copy(
     subscriber: Subscriber,
     known: Mapping[str, tuple[ledger.RowState, str]],
     skipped: list[str],
+    left_out: list[str],
 ) -> sender.Job | None:
     """This reader's copy if their row is pending (`known`: their rows, looked up ahead)."""
     found = known.get(email_key(subscriber.email))
@@ -952,7 +968,9 @@ def _pending_copy(
         found = book.copy_of(composer.issue.id, address)
     if composer.skip_reason(subscriber) is not None:
         skipped.append(subscriber.email)
-    elif found is not None and found[0] is ledger.RowState.PENDING:
+    elif found is None:
+        left_out.append(subscriber.email)
+    elif found[0] is ledger.RowState.PENDING:
         copy = composer.compose_to(subscriber, found[1])
         return sender.Job(copy.address, copy.data, copy.message_id, copy.dot_free)
     return None

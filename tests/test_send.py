@@ -240,14 +240,20 @@ def test_a_send_killed_part_way_resumes_without_a_second_copy(project: Path) -> 
 def test_readers_added_after_the_freeze_get_the_issue_only_with_include_new(
     project: Path, smtp: SmtpRecorder
 ) -> None:
-    """A subscriber added after the send began is left out on a rerun unless --include-new."""
+    """A subscriber added after the send began is left out on a rerun, which says so and how
+    to include them; --include-new sends them theirs."""
     assert run(project, "send", *WEEK, env=smtp_env(smtp)).exit_code == 0
     added = run(project, "subscribers", "add", "new.reader@example.org", env=smtp_env(smtp))
     assert added.exit_code == 0, added.output
     again = run(project, "send", *WEEK, env=smtp_env(smtp))
     assert "0 sent" in again.stdout and "new.reader@example.org" not in smtp.copies()
+    assert again.stderr == (
+        "warning: left out: 1 reader added since 2026-W47 began; "
+        "run it again with --include-new to send them theirs\n"
+    )
     included = run(project, "send", *WEEK, "--include-new", env=smtp_env(smtp))
     assert included.exit_code == 0, included.output
+    assert "warning" not in included.stderr
     assert "1 sent, 0 failed" in included.stdout
     assert smtp.copies() == {address: 1 for address in {*SUBSCRIBED, "new.reader@example.org"}}
 
