@@ -189,14 +189,25 @@ def _issue_id(config: Config, period: Period, archive: Archive, book: Ledger) ->
     taken = archive.issue_period(ident) if book.frozen_at(ident) is not None else None
     if taken is not None and _same_period(taken, period):
         return ident
-    scheduled = _on_schedule(config, period.end)
-    if taken is not None and (scheduled or _on_schedule(config, taken.end)):
-        return selector.dated_id(ident, period, timezone=zone)
-    if not scheduled:
-        due = schedule.next_due(config.schedule, timezone=zone, after=period.end)
-        if selector.issue_id(Period(period.end, due), timezone=zone, fmt=fmt) == ident:
-            return selector.dated_id(ident, period, timezone=zone)
-    return ident
+    try:
+        clash = _clashes_with_schedule(config, period, ident, taken)
+    except OverflowError:  # at the calendar's ends (years 1 and 9999) no scheduled time is near
+        clash = False
+    return selector.dated_id(ident, period, timezone=zone) if clash else ident
+
+
+def _clashes_with_schedule(
+    config: Config, period: Period, ident: str, taken: Period | None
+) -> bool:
+    """Whether `ident` names a period other than `period` (`taken`, if its send began) where
+    one of the two is the schedule's, or will name the schedule's next one."""
+    if _on_schedule(config, period.end):
+        return taken is not None
+    if taken is not None and _on_schedule(config, taken.end):
+        return True
+    zone, fmt = config.newsletter.timezone, config.selection.issue_id_format
+    due = schedule.next_due(config.schedule, timezone=zone, after=period.end)
+    return selector.issue_id(Period(period.end, due), timezone=zone, fmt=fmt) == ident
 
 
 def _on_schedule(config: Config, moment: datetime) -> bool:

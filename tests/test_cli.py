@@ -127,6 +127,19 @@ def test_build_selects_the_week_by_section(starter: Path) -> None:
     assert len(titles) == len(set(titles))
 
 
+@pytest.mark.parametrize(
+    "days", [("0001-01-01", "0001-01-03"), ("9999-12-20", "9999-12-29")], ids=["first", "last"]
+)
+def test_build_takes_a_period_at_either_end_of_the_calendar(
+    starter: Path, days: tuple[str, str]
+) -> None:
+    """A period whose schedule neighbours fall off the calendar still gets its id: no bug."""
+    since, until = days
+    result = run("--config", starter, "build", "--offline", "--since", since, "--until", until)
+    assert result.exit_code == 0, result.output
+    assert "no articles between" in result.stderr
+
+
 def test_build_output_is_byte_identical_for_the_same_archive_and_period(starter: Path) -> None:
     """Building again offline prints exactly the same bytes."""
     first = run("--config", starter, "build", *WEEK, *JSON)
