@@ -181,8 +181,8 @@ def _issue_id(config: Config, period: Period, archive: Archive, book: Ledger) ->
     id, or will have it: then the one that is not the schedule's adds its last day. So a
     manual send before Saturday's run is 2026-W48-2026-11-26 and the run still sends 2026-W48.
 
-    An issue whose send began keeps the id it has; two periods that are not the schedule's
-    share an id as before, so a send run again later in the week resumes the one it began.
+    An issue whose send began keeps the id it has, so existing ledgers stay valid; two periods
+    neither of which is the schedule's may share an id, as before (a send run again resumes).
     """
     zone, fmt = config.newsletter.timezone, config.selection.issue_id_format
     ident = selector.issue_id(period, timezone=zone, fmt=fmt)
