@@ -252,10 +252,12 @@ class Archive(SqliteFile):
                 )
 
     def last_sent_period_end(self) -> datetime | None:
-        """Where the last sent issue's period ended: the default start of the next one."""
+        """Where the last sent issue's period ended, or when its send began if that came first
+        (it could not carry what was published later): the default start of the next one."""
         with self._reading("reading issues") as db:
+            # Both are UTC ISO 8601 strings, so they compare as text in time order.
             (end,) = db.execute(
-                "SELECT MAX(period_end) FROM issues WHERE sent_at IS NOT NULL"
+                "SELECT MAX(MIN(period_end, created_at)) FROM issues WHERE sent_at IS NOT NULL"
             ).fetchone()
         return None if end is None else datetime.fromisoformat(end)
 

@@ -122,7 +122,7 @@ def select(
     with Archive.open(config.archive_path) as archive:
         with Ledger.open(_ledger_path(config)) as book:
             period = _period(config, request, archive, book, now=now)
-            issue_id = _issue_id(config, period, archive, book)
+            issue_id = _issue_id(config, period, archive, book, now=now)
             frozen = book.frozen_at(issue_id) is not None
         recorded = archive.issue(issue_id) if frozen else None
         if recorded is not None:
@@ -176,7 +176,9 @@ def _unfinished_period(archive: Archive, book: Ledger) -> Period | None:
     return None
 
 
-def _issue_id(config: Config, period: Period, archive: Archive, book: Ledger) -> str:
+def _issue_id(
+    config: Config, period: Period, archive: Archive, book: Ledger, *, now: datetime
+) -> str:
     """The period's id in [selection] issue_id_format, unless the schedule's period has that
     id, or will have it: then the one that is not the schedule's adds its last day. So a
     manual send before Saturday's run is 2026-W48-2026-11-26 and the run still sends 2026-W48.
@@ -186,28 +188,32 @@ def _issue_id(config: Config, period: Period, archive: Archive, book: Ledger) ->
     """
     zone, fmt = config.newsletter.timezone, config.selection.issue_id_format
     ident = selector.issue_id(period, timezone=zone, fmt=fmt)
-    taken = archive.issue_period(ident) if book.frozen_at(ident) is not None else None
-    if taken is not None and _same_period(taken, period):
-        return ident
+    dated = selector.dated_id(ident, period, timezone=zone)
+    began = {i: archive.issue_period(i) for i in (ident, dated) if book.frozen_at(i) is not None}
+    for candidate, taken in began.items():
+        if taken is not None and _same_period(taken, period):
+            return candidate
     try:
-        clash = _clashes_with_schedule(config, period, ident, taken)
+        clash = _clashes_with_schedule(config, period, ident, began.get(ident), now=now)
     except OverflowError:  # at the calendar's ends (years 1 and 9999) no scheduled time is near
         clash = False
-    return selector.dated_id(ident, period, timezone=zone) if clash else ident
+    return dated if clash else ident
 
 
 def _clashes_with_schedule(
-    config: Config, period: Period, ident: str, taken: Period | None
+    config: Config, period: Period, ident: str, taken: Period | None, *, now: datetime
 ) -> bool:
     """Whether `ident` names a period other than `period` (`taken`, if its send began) where
-    one of the two is the schedule's, or will name the schedule's next one."""
+    one of the two is the schedule's, or will name the schedule's next one (after the period,
+    or after now for a period ending ahead)."""
     if _on_schedule(config, period.end):
         return taken is not None
     if taken is not None and _on_schedule(config, taken.end):
         return True
     zone, fmt = config.newsletter.timezone, config.selection.issue_id_format
-    due = schedule.next_due(config.schedule, timezone=zone, after=period.end)
-    return selector.issue_id(Period(period.end, due), timezone=zone, fmt=fmt) == ident
+    after = min(period.end, now, key=lambda moment: moment.astimezone(UTC))
+    due = schedule.next_due(config.schedule, timezone=zone, after=after)
+    return selector.issue_id(Period(after, due), timezone=zone, fmt=fmt) == ident
 
 
 def _on_schedule(config: Config, moment: datetime) -> bool:

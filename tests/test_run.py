@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -268,3 +268,28 @@ def test_a_manual_send_mid_week_leaves_the_scheduled_issue_its_id_and_new_articl
     )
     assert extra.issue_id == "2026-W48-2026-11-29"
     assert titles(extra.issue_id) == {"Story 5"}
+
+
+def test_a_manual_send_of_a_period_ending_ahead_loses_nothing_published_after_it(
+    tmp_path: Path,
+) -> None:
+    """A Thursday send of the week up to Sunday could not carry Friday's story: Saturday's
+    run sends it (under 2026-W48), rather than finding the week covered."""
+    assert CliRunner().invoke(cli, ["init", str(tmp_path / "news")]).exit_code == 0
+    config = load_config(tmp_path / "news" / "digest.toml", environ={"DIGEST_SECRET": SECRET})
+    feed_file = tmp_path / "news" / "feeds" / "dispatch.rss"
+    stories = [at(24, 9), at(27, 9)]  # Story 0 before the Thursday send, Story 1 after it
+    thursday, saturday = at(26, 15), at(28, 8, 15)
+    feed_file.write_text(feed(stories[:1]), encoding="utf-8")
+    pipeline.collect(config, now=thursday)
+    week = pipeline.PeriodRequest(since=date(2026, 11, 23), until=date(2026, 11, 29))
+    manual = pipeline.send_issue(config, week, pipeline.SendOptions(), now=thursday)
+    assert manual.issue_id == "2026-W48-2026-11-29"
+    feed_file.write_text(feed(stories), encoding="utf-8")
+    scheduled = pipeline.run_scheduled(config, now=saturday)
+    assert (scheduled.status, scheduled.issue_id) == ("sent", "2026-W48")
+    with Archive.open(config.archive_path) as archive:
+        issue = archive.issue("2026-W48")
+    assert issue is not None
+    assert {a.title for a in issue.articles if a.title.startswith("Story ")} == {"Story 1"}
+    assert issue.period.start == thursday
