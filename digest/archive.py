@@ -228,6 +228,14 @@ class Archive(SqliteFile):
             sections=tuple(Section(name, tuple(articles)) for name, articles in sections.items()),
         )
 
+    def issue_period(self, issue_id: str) -> Period | None:
+        """The period the recorded issue covers, or None if there is no such issue."""
+        with self._reading("reading the issue") as db:
+            row = db.execute(
+                "SELECT period_start, period_end FROM issues WHERE id = ?", (issue_id,)
+            ).fetchone()
+        return None if row is None else Period(*map(datetime.fromisoformat, row))
+
     def mark_sent(self, issue_id: str, *, sent_at: datetime) -> None:
         """Note that the issue went out, so its articles are no longer candidates."""
         with self._transaction("marking the issue sent") as db:
@@ -244,10 +252,12 @@ class Archive(SqliteFile):
                 )
 
     def last_sent_period_end(self) -> datetime | None:
-        """Where the last sent issue's period ended: the default start of the next one."""
+        """Where the last sent issue's period ended, or when its send began if that came first
+        (it could not carry what was published later): the default start of the next one."""
         with self._reading("reading issues") as db:
+            # Both are UTC ISO 8601 strings, so they compare as text in time order.
             (end,) = db.execute(
-                "SELECT MAX(period_end) FROM issues WHERE sent_at IS NOT NULL"
+                "SELECT MAX(MIN(period_end, created_at)) FROM issues WHERE sent_at IS NOT NULL"
             ).fetchone()
         return None if end is None else datetime.fromisoformat(end)
 

@@ -257,6 +257,7 @@ def build(
     if not offline:
         report = pipeline.collect(config, now=now)
         show_collect_report(app, report, summary=False)
+        report.raise_if_all_failed()
     issue = pipeline.select(config, request, now=now, feature_url=feature_url)
     if not issue.articles:
         zone = config.newsletter.timezone  # a recorded issue comes back from the archive in UTC
@@ -381,6 +382,7 @@ def preview_issue(
 )
 @click.option("--retry-unknown", is_flag=True, help="Resend copies an earlier run left unknown.")
 @click.option("--include-new", is_flag=True, help="Also send to readers added since it began.")
+@click.option("--allow-empty", is_flag=True, help="Send an issue with no articles too.")
 @click.pass_obj
 def send(
     app: App,
@@ -394,13 +396,15 @@ def send(
     rate: float | None,
     retry_unknown: bool,
     include_new: bool,
+    allow_empty: bool,
 ) -> None:
     """Send the period's issue to every subscribed reader, exactly once.
 
     Uses the archive as it is (run `digest collect` first). Delivers over SMTP with the SMTP_*
     settings, or into the outbox/ Maildir beside the config when SMTP_HOST is unset. Running it
-    again resumes an interrupted send: the same content, only to those not yet sent. Exits 3
-    when some copies failed or their fate is unknown.
+    again resumes an interrupted send: the same content, only to those not yet sent. An issue
+    with no articles is refused unless --allow-empty. Exits 3 when some copies failed or their
+    fate is unknown.
 
     \b
       digest send --since 2026-11-16 --until 2026-11-22 --to editor@example.org
@@ -409,7 +413,12 @@ def send(
     """
     if test_addresses:
         outcome = pipeline.send_test_copies(
-            app.config, request, test_addresses, now=app.now, issue_id=issue_id
+            app.config,
+            request,
+            test_addresses,
+            now=app.now,
+            issue_id=issue_id,
+            allow_empty=allow_empty,
         )
         show_send_outcome(app, outcome, what="test copies")
         return
@@ -421,6 +430,7 @@ def send(
         include_new=include_new,
         limit=limit,
         dry_run=dry_run,
+        allow_empty=allow_empty,
         issue_id=issue_id,
     )
     with send_progress(app) as progress:
@@ -434,6 +444,13 @@ def send(
             "nothing sent"
         )
         return
+    if outcome.left_out:
+        app.warn(
+            f"left out: {outcome.left_out:,} reader{'s' * (outcome.left_out != 1)} added since "
+            f"{outcome.issue_id} began; run it again with --include-new to send them theirs"
+        )
+    if rate is not None and outcome.outbox is not None:
+        app.warn("--rate applies to SMTP only: the outbox was written as fast as the disk took it")
     show_send_outcome(app, outcome)
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from email import policy as email_policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -121,9 +121,9 @@ def select(
     send has begun, its issue is the one recorded then, so build and preview show what went
     out and a resumed send sends the same articles."""
     with Archive.open(config.archive_path) as archive:
-        period = _period(config, request, archive, now=now)
-        issue_id = _issue_id(config, period)
         with Ledger.open(_ledger_path(config)) as book:
+            period = _period(config, request, archive, book, now=now)
+            issue_id = _issue_id(config, period, archive, book, now=now)
             frozen = book.frozen_at(issue_id) is not None
         recorded = archive.issue(issue_id) if frozen else None
         if recorded is not None:
@@ -146,9 +146,15 @@ def select(
         return _select(config, archive, period, issue_id, featured=featured)
 
 
-def _period(config: Config, request: PeriodRequest, archive: Archive, *, now: datetime) -> Period:
+def _period(
+    config: Config, request: PeriodRequest, archive: Archive, book: Ledger, *, now: datetime
+) -> Period:
     if request.period is not None:
         return request.period
+    if request == PeriodRequest():
+        unfinished = _unfinished_period(archive, book)
+        if unfinished is not None:
+            return unfinished
     return selector.resolve_period(
         since=request.since,
         until=request.until,
@@ -160,9 +166,69 @@ def _period(config: Config, request: PeriodRequest, archive: Archive, *, now: da
     )
 
 
-def _issue_id(config: Config, period: Period) -> str:
+def _unfinished_period(archive: Archive, book: Ledger) -> Period | None:
+    """The period of the newest issue whose send began where the last sent one ended and has
+    copies pending: the default period resumes it after a crash or a --limit, on any day."""
+    last_end = archive.last_sent_period_end()
+    for known in reversed(book.issues()):
+        period = archive.issue_period(known.issue_id) if known.counts.pending else None
+        if period is not None and (last_end is None or period.start >= last_end):
+            return period
+    return None
+
+
+def _issue_id(
+    config: Config, period: Period, archive: Archive, book: Ledger, *, now: datetime
+) -> str:
+    """The period's id in [selection] issue_id_format, unless the schedule's period has that
+    id, or will have it: then the one that is not the schedule's adds its last day. So a
+    manual send before Saturday's run is 2026-W48-2026-11-26 and the run still sends 2026-W48.
+
+    An issue whose send began keeps the id it has, so existing ledgers stay valid; two periods
+    neither of which is the schedule's may share an id, as before (a send run again resumes).
+    """
     zone, fmt = config.newsletter.timezone, config.selection.issue_id_format
-    return selector.issue_id(period, timezone=zone, fmt=fmt)
+    ident = selector.issue_id(period, timezone=zone, fmt=fmt)
+    dated = selector.dated_id(ident, period, timezone=zone)
+    began = {i: archive.issue_period(i) for i in (ident, dated) if book.frozen_at(i) is not None}
+    for candidate, taken in began.items():
+        if taken is not None and _same_period(taken, period):
+            return candidate
+    try:
+        clash = _clashes_with_schedule(config, period, ident, began.get(ident), now=now)
+    except OverflowError:  # at the calendar's ends (years 1 and 9999) no scheduled time is near
+        clash = False
+    return dated if clash else ident
+
+
+def _clashes_with_schedule(
+    config: Config, period: Period, ident: str, taken: Period | None, *, now: datetime
+) -> bool:
+    """Whether `ident` names a period other than `period` (`taken`, if its send began) where
+    one of the two is the schedule's, or will name the schedule's next one (after the period,
+    or after now for a period ending ahead)."""
+    if _on_schedule(config, period.end):
+        return taken is not None
+    if taken is not None and _on_schedule(config, taken.end):
+        return True
+    zone, fmt = config.newsletter.timezone, config.selection.issue_id_format
+    after = min(period.end, now, key=lambda moment: moment.astimezone(UTC))
+    due = schedule.next_due(config.schedule, timezone=zone, after=after)
+    return selector.issue_id(Period(after, due), timezone=zone, fmt=fmt) == ident
+
+
+def _on_schedule(config: Config, moment: datetime) -> bool:
+    """Whether a period ending at `moment` ends where the schedule's periods end."""
+    due = schedule.latest_due(config.schedule, timezone=config.newsletter.timezone, now=moment)
+    return due.astimezone(UTC) == moment.astimezone(UTC)
+
+
+def _same_period(one: Period, other: Period) -> bool:
+    # In UTC: datetimes with one tzinfo compare by wall clock, ignoring fold.
+    return (one.start.astimezone(UTC), one.end.astimezone(UTC)) == (
+        other.start.astimezone(UTC),
+        other.end.astimezone(UTC),
+    )
 
 
 def _select(
@@ -340,6 +406,7 @@ class SendOptions:
     include_new: bool = False  # add subscribers who joined after the issue was frozen
     limit: int | None = None  # send at most this many messages in this run
     dry_run: bool = False  # compose every copy, send nothing
+    allow_empty: bool = False  # send an issue with no articles rather than refuse it
     issue_id: str | None = None  # resume this recorded issue rather than the period's
 
 
@@ -353,6 +420,7 @@ class SendOutcome:
     composed: int = 0  # dry run: copies composed
     sample: bytes | None = None  # dry run: the first copy, as it would be sent
     processes: int = 1  # how many processes delivered it
+    left_out: int = 0  # readers added after the issue was frozen, without include_new
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,10 +447,12 @@ def send_issue(
     """
     if options.dry_run:
         issue = issue_to_send(config, request, now=now, issue_id=options.issue_id)
+        _refuse_empty(config, issue, allow_empty=options.allow_empty)
         return _dry_run(config, issue, SubscriberFile(config.subscribers_path), now=now)
     settings = sender.read_settings(config.env, root=config.root)
     with _send_lock(config):
         issue = issue_to_send(config, request, now=now, issue_id=options.issue_id)
+        _refuse_empty(config, issue, allow_empty=options.allow_empty)
         return _deliver_issue(config, issue, options, settings, now=now, progress=progress)
 
 
@@ -401,6 +471,23 @@ def issue_to_send(
             hint="`digest issues` lists them; send a new issue with --since/--until",
         )
     return recorded
+
+
+def _refuse_empty(config: Config, issue: Issue, *, allow_empty: bool) -> None:
+    """An issue with no articles is a mistake (nothing collected, the wrong period) unless the
+    editor says otherwise; one whose send has begun is resumed as it was frozen."""
+    if issue.articles or allow_empty:
+        return
+    with Ledger.open(_ledger_path(config)) as book:
+        if book.frozen_at(issue.id) is not None:
+            return
+    zone = config.newsletter.timezone
+    start, end = issue.period.start.astimezone(zone), issue.period.end.astimezone(zone)
+    raise SelectionError(
+        f"issue {issue.id} has no articles between {start:%Y-%m-%d %H:%M} and "
+        f"{end:%Y-%m-%d %H:%M}: nothing to send",
+        hint="run `digest collect` or choose another period; --allow-empty sends it anyway",
+    )
 
 
 def _deliver_issue(
@@ -423,6 +510,7 @@ def _deliver_issue(
         pending = book.counts(issue.id).pending
         total = pending if options.limit is None else min(pending, options.limit)
         skipped: list[str] = []
+        left_out: list[str] = []
         bounced: list[str] = []
         on_progress = (
             None
@@ -435,7 +523,8 @@ def _deliver_issue(
                 report = asyncio.run(
                     sender.deliver(
                         itertools.islice(
-                            _pending_copies(composer, book, iter(file), skipped), options.limit
+                            _pending_copies(composer, book, iter(file), skipped, left_out),
+                            options.limit,
                         ),
                         book,
                         settings,
@@ -447,7 +536,9 @@ def _deliver_issue(
                 )
             else:
                 task = _ShardTask(config, issue, options, now)
-                report = _deliver_in_shards(task, processes, skipped, bounced, on_progress)
+                report = _deliver_in_shards(
+                    task, processes, skipped, left_out, bounced, on_progress
+                )
         finally:
             if config.send.mark_bounced:
                 file.set_statuses(bounced, SubscriberStatus.BOUNCED, at=now)
@@ -465,6 +556,7 @@ def _deliver_issue(
         ),
         outbox=settings.path if isinstance(settings, sender.Outbox) else None,
         processes=processes,
+        left_out=len(left_out),
     )
 
 
@@ -475,11 +567,13 @@ def send_test_copies(
     *,
     now: datetime,
     issue_id: str | None = None,
+    allow_empty: bool = False,
 ) -> SendOutcome:
     """A test copy of the issue to each address, the message that subscriber (or a reader of
     every section) gets but for its own Message-ID; nothing is recorded, so the real send is
-    unaffected."""
+    unaffected. An issue with no articles is refused as the real send would refuse it."""
     issue = issue_to_send(config, request, now=now, issue_id=issue_id)
+    _refuse_empty(config, issue, allow_empty=allow_empty)
     file = SubscriberFile(config.subscribers_path)
     readers = [
         replace(file.find(address) or Subscriber(address), status=SubscriberStatus.SUBSCRIBED)
@@ -550,12 +644,14 @@ class _ShardTask:
 @dataclass(frozen=True, slots=True)
 class _ShardResult:
     skipped: tuple[str, ...]  # readers of this share who get no copy
+    left_out: tuple[str, ...]  # readers of this share added after the freeze
 
 
 def _deliver_in_shards(
     task: _ShardTask,
     processes: int,
     skipped: list[str],
+    left_out: list[str],
     bounced: list[str],
     on_progress: Callable[[sender.SendReport], None] | None,
 ) -> sender.SendReport:
@@ -584,6 +680,7 @@ def _deliver_in_shards(
     report = combined(gathered.progress)
     bounced.extend(report.bounced)
     skipped.extend(name for result in gathered.results for name in result.skipped)
+    left_out.extend(name for result in gathered.results for name in result.left_out)
     if gathered.error is not None:
         raise gathered.error
     return report
@@ -599,6 +696,7 @@ def _deliver_shard(task: _ShardTask, shard: shards.Shard) -> _ShardResult:
     readers = SubscriberFile(config.subscribers_path).shard(shard.index, shard.count)
     limit = task.options.limit
     skipped: list[str] = []
+    left_out: list[str] = []
     # The tallies the parent adds up: the last progress report, then the final one.
     last = sender.SendReport(0, 0, 0, 0, 0, (), 0.0)
 
@@ -609,7 +707,7 @@ def _deliver_shard(task: _ShardTask, shard: shards.Shard) -> _ShardResult:
 
     with Ledger.open(_ledger_path(config)) as book:
         renderer.load(book.variants(issue.id))
-        jobs = _pending_copies(composer, book, readers, skipped)
+        jobs = _pending_copies(composer, book, readers, skipped, left_out)
         try:
             last = asyncio.run(
                 sender.deliver(
@@ -624,7 +722,7 @@ def _deliver_shard(task: _ShardTask, shard: shards.Shard) -> _ShardResult:
             )
         finally:
             shard.progress(last, final=True)
-    return _ShardResult(tuple(skipped))
+    return _ShardResult(tuple(skipped), tuple(left_out))
 
 
 def _share(total: int, shard: shards.Shard) -> int:
@@ -726,7 +824,12 @@ def _run(
         if period is None:
             status: RunStatus = "sent" if resumed else "already sent"
             ids = ", ".join(outcome.issue_id for outcome in resumed)
-            reason = f"resumed {ids}" if resumed else "the current period's issue was sent"
+            due = schedule.next_due(config.schedule, timezone=config.newsletter.timezone, after=now)
+            reason = (
+                f"resumed {ids}"
+                if resumed
+                else f"already sent; the next issue is due {due:%Y-%m-%d %H:%M}"
+            )
             return RunOutcome(status, reason, sends=resumed)
         if skipped is not None:
             return RunOutcome("too few articles", skipped, sends=resumed)
@@ -831,16 +934,21 @@ def _jobs(
 
 
 def _pending_copies(
-    composer: message.Composer, book: Ledger, readers: Iterator[Subscriber], skipped: list[str]
+    composer: message.Composer,
+    book: Ledger,
+    readers: Iterator[Subscriber],
+    skipped: list[str],
+    left_out: list[str],
 ) -> Iterator[sender.Job]:
     """The copy of each subscribed reader whose row is pending, to the address frozen for it;
-    readers with a bad address or nothing in their sections go to `skipped`."""
+    readers with a bad address or nothing in their sections go to `skipped`, readers the
+    issue was not frozen for (added since) to `left_out`."""
     issue_id = composer.issue.id
     while batch := list(itertools.islice(readers, LOOKUP_CHUNK)):
         chunk = [s for s in batch if s.receives_mail]
         known = book.copies_of(issue_id, [s.email for s in chunk])
         for subscriber in chunk:
-            job = _pending_copy(composer, book, subscriber, known, skipped)
+            job = _pending_copy(composer, book, subscriber, known, skipped, left_out)
             if job is not None:
                 yield job
 
@@ -851,6 +959,7 @@ def _pending_copy(
     subscriber: Subscriber,
     known: Mapping[str, tuple[ledger.RowState, str]],
     skipped: list[str],
+    left_out: list[str],
 ) -> sender.Job | None:
     """This reader's copy if their row is pending (`known`: their rows, looked up ahead)."""
     found = known.get(email_key(subscriber.email))
@@ -862,7 +971,9 @@ def _pending_copy(
         found = book.copy_of(composer.issue.id, address)
     if composer.skip_reason(subscriber) is not None:
         skipped.append(subscriber.email)
-    elif found is not None and found[0] is ledger.RowState.PENDING:
+    elif found is None:
+        left_out.append(subscriber.email)
+    elif found[0] is ledger.RowState.PENDING:
         copy = composer.compose_to(subscriber, found[1])
         return sender.Job(copy.address, copy.data, copy.message_id, copy.dot_free)
     return None

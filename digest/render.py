@@ -353,13 +353,14 @@ def span_text(
     gettext = (strings or translations(language)).gettext
     start = period.start.astimezone(zone).replace(tzinfo=None)
     end = period.end.astimezone(zone).replace(tzinfo=None)
-    if end == start + timedelta(days=7):
+    length = end - start  # a difference, not start + days: a period can end on 9999-12-31
+    if length == timedelta(days=7):
         return gettext("from this week")
-    if end == start + timedelta(days=14):
+    if length == timedelta(days=14):
         return gettext("from these two weeks")
     if end == _month_after(start):
         return gettext("from this month")
-    if end == start + timedelta(days=1) and every == "day":
+    if length == timedelta(days=1) and every == "day":
         return gettext("since yesterday")
     last_day = (end - timedelta(microseconds=1)).date()
     skeleton = "MMMMd" if start.year == last_day.year else "yMMMMd"

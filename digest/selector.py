@@ -96,6 +96,13 @@ def issue_id(period: Period, *, timezone: ZoneInfo, fmt: str) -> str:
     return ident
 
 
+def dated_id(ident: str, period: Period, *, timezone: ZoneInfo) -> str:
+    """`ident` with the period's last day added, for a period whose id another period has or
+    will have: a Thursday send's "2026-W48-2026-11-26" beside Saturday's "2026-W48"."""
+    last_moment = (period.end.astimezone(UTC) - timedelta(microseconds=1)).astimezone(timezone)
+    return f"{ident}-{last_moment:%Y-%m-%d}"
+
+
 def select_issue(
     articles: Iterable[Article],
     sections: Sequence[SectionConfig],

@@ -419,6 +419,17 @@ def test_issue_records_list_each_issue_newest_first_with_its_article_count(
     assert records[0].sent_at is None
 
 
+def test_an_issue_sent_before_its_period_ended_is_followed_from_its_send(
+    archive: Archive,
+) -> None:
+    """A period sent ahead of its end could not carry what was published after the send
+    began, so the next period starts then, not at the period's end."""
+    began = WEEK.start + timedelta(days=3)
+    archive.record_issue(issue("w47", None), created_at=began)
+    archive.mark_sent("w47", sent_at=began + timedelta(minutes=1))
+    assert archive.last_sent_period_end() == began
+
+
 def test_a_skipped_period_is_remembered_and_its_start_waits(archive: Archive) -> None:
     """`digest run` remembers a skip (once) so it stands till the next due time; with nothing
     sent yet, the next period starts where the first skipped one began."""

@@ -95,6 +95,18 @@ def test_collect_fails_only_when_every_source_failed(starter: Path) -> None:
     assert "error: every source failed (3 of 3)" in result.stderr
 
 
+def test_build_fails_when_every_source_failed(starter: Path) -> None:
+    """With every feed gone, build warns for each and exits 1 rather than building from nothing."""
+    for feed in (starter.parent / "feeds").iterdir():
+        feed.unlink()
+    result = run("--config", starter, "build", *WEEK)
+    assert result.exit_code == 1
+    assert result.stderr.count("warning: ") == 3
+    assert "error: every source failed (3 of 3)" in result.stderr
+    assert "--offline" in result.stderr
+    assert not (starter.parent / "out").exists()
+
+
 def test_build_selects_the_week_by_section(starter: Path) -> None:
     """The example week comes out featured story first, then sections in config order."""
     issue = json.loads(run("--config", starter, "build", *WEEK, *JSON).stdout)
@@ -119,6 +131,19 @@ def test_build_selects_the_week_by_section(starter: Path) -> None:
         "House Committee Advances Bill to Cap Medical Debt Reporting" not in titles
     )  # week before
     assert len(titles) == len(set(titles))
+
+
+@pytest.mark.parametrize(
+    "days", [("0001-01-01", "0001-01-03"), ("9999-12-20", "9999-12-29")], ids=["first", "last"]
+)
+def test_build_takes_a_period_at_either_end_of_the_calendar(
+    starter: Path, days: tuple[str, str]
+) -> None:
+    """A period whose schedule neighbours fall off the calendar still gets its id: no bug."""
+    since, until = days
+    result = run("--config", starter, "build", "--offline", "--since", since, "--until", until)
+    assert result.exit_code == 0, result.output
+    assert "no articles between" in result.stderr
 
 
 def test_build_output_is_byte_identical_for_the_same_archive_and_period(starter: Path) -> None:

@@ -7,9 +7,10 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import filelock
 import pytest
@@ -83,7 +84,7 @@ def test_a_run_sends_the_due_issue_silently_and_a_second_run_sends_nothing(
     assert smtp.copies() == {address: 1 for address in SUBSCRIBED}
     again = run(project, "-v", "run", env=smtp_env(smtp))
     assert again.exit_code == 0, again.output
-    assert "the current period's issue was sent" in again.stdout
+    assert "already sent; the next issue is due " in again.stdout
     assert smtp.copies() == {address: 1 for address in SUBSCRIBED}
 
 
@@ -213,3 +214,93 @@ def test_an_error_is_one_line_on_stderr_and_one_in_the_log(project: Path, tmp_pa
     assert line.startswith("error: digest.toml:") and "schedule.every" in line
     (logged,) = log.read_text(encoding="utf-8").splitlines()
     assert " error failed: digest.toml:" in logged
+
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def at(day: int, hour: int, minute: int = 0) -> datetime:
+    """A moment of November 2026 in the example's zone."""
+    return datetime(2026, 11, day, hour, minute, tzinfo=NEW_YORK)
+
+
+def test_a_manual_send_mid_week_leaves_the_scheduled_issue_its_id_and_new_articles(
+    tmp_path: Path,
+) -> None:
+    """A Thursday `digest send` gets an id of its own (with its last day); Saturday's run
+    still sends 2026-W48, with exactly the stories published since the Thursday send; and a
+    Sunday send after it gets its own id too."""
+    assert CliRunner().invoke(cli, ["init", str(tmp_path / "news")]).exit_code == 0
+    config = load_config(tmp_path / "news" / "digest.toml", environ={"DIGEST_SECRET": SECRET})
+    feed_file = tmp_path / "news" / "feeds" / "dispatch.rss"
+    stories = [at(20, 9), at(24, 9), at(26, 10), at(26, 16), at(27, 9)]  # Story 0 .. Story 4
+
+    def published_by(now: datetime) -> None:
+        feed_file.write_text(feed([s for s in stories if s <= now]), encoding="utf-8")
+
+    def titles(issue_id: str) -> set[str]:
+        with Archive.open(config.archive_path) as archive:
+            issue = archive.issue(issue_id)
+        assert issue is not None
+        return {a.title for a in issue.articles if a.title.startswith("Story ")}
+
+    published_by(at(21, 8, 15))
+    first = pipeline.run_scheduled(config, now=at(21, 8, 15))
+    assert (first.status, first.issue_id) == ("sent", "2026-W47")
+
+    thursday = at(26, 15)
+    published_by(thursday)
+    pipeline.collect(config, now=thursday)
+    manual = pipeline.send_issue(
+        config, pipeline.PeriodRequest(), pipeline.SendOptions(), now=thursday
+    )
+    assert manual.issue_id == "2026-W48-2026-11-26"
+    assert titles(manual.issue_id) == {"Story 1", "Story 2"}
+
+    saturday = at(28, 8, 15)
+    published_by(saturday)
+    scheduled = pipeline.run_scheduled(config, now=saturday)
+    assert (scheduled.status, scheduled.issue_id) == ("sent", "2026-W48")
+    assert titles("2026-W48") == {"Story 3", "Story 4"}
+    assert sum(sent.report.sent for sent in scheduled.sends) > 0
+    with Archive.open(config.archive_path) as archive:
+        (period,) = [r.period for r in archive.issue_records() if r.id == "2026-W48"]
+    assert (period.start, period.end) == (thursday, at(28, 8))
+
+    later = pipeline.run_scheduled(config, now=at(28, 8, 30))
+    assert later.status == "already sent"
+
+    sunday = at(29, 12)  # still ISO week 48, whose scheduled issue went out
+    stories.append(at(29, 10))
+    published_by(sunday)
+    pipeline.collect(config, now=sunday)
+    extra = pipeline.send_issue(
+        config, pipeline.PeriodRequest(), pipeline.SendOptions(), now=sunday
+    )
+    assert extra.issue_id == "2026-W48-2026-11-29"
+    assert titles(extra.issue_id) == {"Story 5"}
+
+
+def test_a_manual_send_of_a_period_ending_ahead_loses_nothing_published_after_it(
+    tmp_path: Path,
+) -> None:
+    """A Thursday send of the week up to Sunday could not carry Friday's story: Saturday's
+    run sends it (under 2026-W48), rather than finding the week covered."""
+    assert CliRunner().invoke(cli, ["init", str(tmp_path / "news")]).exit_code == 0
+    config = load_config(tmp_path / "news" / "digest.toml", environ={"DIGEST_SECRET": SECRET})
+    feed_file = tmp_path / "news" / "feeds" / "dispatch.rss"
+    stories = [at(24, 9), at(27, 9)]  # Story 0 before the Thursday send, Story 1 after it
+    thursday, saturday = at(26, 15), at(28, 8, 15)
+    feed_file.write_text(feed(stories[:1]), encoding="utf-8")
+    pipeline.collect(config, now=thursday)
+    week = pipeline.PeriodRequest(since=date(2026, 11, 23), until=date(2026, 11, 29))
+    manual = pipeline.send_issue(config, week, pipeline.SendOptions(), now=thursday)
+    assert manual.issue_id == "2026-W48-2026-11-29"
+    feed_file.write_text(feed(stories), encoding="utf-8")
+    scheduled = pipeline.run_scheduled(config, now=saturday)
+    assert (scheduled.status, scheduled.issue_id) == ("sent", "2026-W48")
+    with Archive.open(config.archive_path) as archive:
+        issue = archive.issue("2026-W48")
+    assert issue is not None
+    assert {a.title for a in issue.articles if a.title.startswith("Story ")} == {"Story 1"}
+    assert issue.period.start == thursday

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import dkim
@@ -32,6 +33,7 @@ from smtp_server import (
     running,
 )
 
+from digest import pipeline
 from digest.archive import Archive
 from digest.cli import cli
 from digest.config import load_config
@@ -138,6 +140,58 @@ def test_without_smtp_host_messages_go_to_the_outbox_maildir(project: Path) -> N
     assert recipients == SUBSCRIBED
 
 
+def test_rate_into_the_outbox_is_one_warning_line(project: Path) -> None:
+    """--rate paces SMTP connections only; into the outbox it says so once, and still sends."""
+    env: dict[str, str | None] = {"DIGEST_SECRET": SECRET, "SMTP_HOST": None}
+    result = run(project, "send", *WEEK, "--rate", "5", env=env)
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert "--rate applies to SMTP only" in warning
+    assert "3 sent" in result.stdout
+
+
+EMPTY_WEEK = ["--since", "2026-10-05", "--until", "2026-10-11"]  # before the example's stories
+
+
+@pytest.mark.parametrize("mode", [[], ["--dry-run"], ["--to", "editor@example.org"]])
+def test_an_issue_with_no_articles_is_refused_with_a_hint(
+    project: Path, smtp: SmtpRecorder, mode: list[str]
+) -> None:
+    """A send, a dry run or a test copy of an empty issue is one error naming --allow-empty;
+    nothing goes out and nothing is recorded."""
+    result = run(project, "send", *EMPTY_WEEK, *mode, env=smtp_env(smtp))
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: issue 2026-W41 has no articles between 2026-10-05 00:00 and ")
+    assert "--allow-empty" in line
+    assert smtp.copies() == {}
+    assert run(project, "issues", env=smtp_env(smtp)).stdout.strip() == "no issues yet"
+
+
+def test_allow_empty_sends_an_issue_with_no_articles(project: Path, smtp: SmtpRecorder) -> None:
+    """--allow-empty is the editor saying so: a reader of every section gets the empty issue
+    (those who chose sections are skipped, as whenever theirs are empty)."""
+    result = run(project, "send", *EMPTY_WEEK, "--allow-empty", env=smtp_env(smtp))
+    assert result.exit_code == 0, result.output
+    assert "1 sent, 0 failed, 0 unknown, 2 skipped" in result.stdout
+    assert smtp.copies() == {"ana.perez@example.org": 1}
+
+
+def test_a_send_by_hand_left_unfinished_is_resumed_by_the_next_days_send(project: Path) -> None:
+    """Without a period, `digest send` on Friday finishes Thursday's interrupted issue (its id
+    has Thursday's date) rather than sending its stories again in a new one."""
+    config = load_config(project, environ={"DIGEST_SECRET": SECRET})
+    zone = config.newsletter.timezone
+    thursday, friday = (datetime(2026, 11, d, 15, tzinfo=zone) for d in (19, 20))
+    default = pipeline.PeriodRequest()
+    first = pipeline.send_issue(config, default, pipeline.SendOptions(limit=1), now=thursday)
+    assert (first.issue_id, first.report.sent) == ("2026-W47-2026-11-19", 1)
+    rest = pipeline.send_issue(config, default, pipeline.SendOptions(), now=friday)
+    assert (rest.issue_id, rest.report.sent) == ("2026-W47-2026-11-19", 2)
+    with Archive.open(config.archive_path) as archive:
+        assert [r.id for r in archive.issue_records()] == ["2026-W47-2026-11-19"]
+
+
 def test_dry_run_composes_every_copy_and_sends_none(project: Path, smtp: SmtpRecorder) -> None:
     """--dry-run prints one sample message and a count, delivers nothing and freezes nothing."""
     result = run(project, "send", *WEEK, "--dry-run", env=smtp_env(smtp))
@@ -193,14 +247,20 @@ def test_a_send_killed_part_way_resumes_without_a_second_copy(project: Path) -> 
 def test_readers_added_after_the_freeze_get_the_issue_only_with_include_new(
     project: Path, smtp: SmtpRecorder
 ) -> None:
-    """A subscriber added after the send began is left out on a rerun unless --include-new."""
+    """A subscriber added after the send began is left out on a rerun, which says so and how
+    to include them; --include-new sends them theirs."""
     assert run(project, "send", *WEEK, env=smtp_env(smtp)).exit_code == 0
     added = run(project, "subscribers", "add", "new.reader@example.org", env=smtp_env(smtp))
     assert added.exit_code == 0, added.output
     again = run(project, "send", *WEEK, env=smtp_env(smtp))
     assert "0 sent" in again.stdout and "new.reader@example.org" not in smtp.copies()
+    assert again.stderr == (
+        "warning: left out: 1 reader added since 2026-W47 began; "
+        "run it again with --include-new to send them theirs\n"
+    )
     included = run(project, "send", *WEEK, "--include-new", env=smtp_env(smtp))
     assert included.exit_code == 0, included.output
+    assert "warning" not in included.stderr
     assert "1 sent, 0 failed" in included.stdout
     assert smtp.copies() == {address: 1 for address in {*SUBSCRIBED, "new.reader@example.org"}}
 
