@@ -107,6 +107,17 @@ def test_wordpress_rss_gives_every_item_with_byline_category_and_a_clean_excerpt
         assert len(article.excerpt) <= 280
 
 
+# Where each real feed's articles linked when the links were first checked by hand.
+PINNED_URLS = json.loads((FIXTURES / "feeds-article-urls.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_URLS))
+def test_real_feeds_keep_linking_where_they_did(name: str) -> None:
+    """Every real feed's articles keep the URLs they had, in order."""
+    base = "https://www.qemu.org/feed.xml" if name.startswith("jekyll") else ""
+    assert [a.url for a in articles(name, base_url=base)] == PINNED_URLS[name]
+
+
 def test_rss_090_without_dates_gives_articles_dated_now_and_marked_estimated() -> None:
     """heise's RDF feed has no dates at all, so each article is first seen now."""
     found = articles("news-heise-rss090-rdf-nodates.xml")
