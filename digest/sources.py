@@ -106,6 +106,7 @@ def parse_feed(
         raise _NotAFeed('not a feed: a JSON list (WordPress posts? then type = "wordpress")')
     if kind == "object":
         return _read_json_feed(_json(data), context, excerpt_length)
+    data = _without_forbidden_characters(data)
     _refuse_entities(data)
     # A stream, never bytes: feedparser tries to open() a bytes argument as a file name. No
     # base URL either: it would make "//host/x" http on an http feed; we resolve links.
@@ -519,6 +520,25 @@ def _time(raw: object, timezone: tzinfo) -> datetime | None:
 
 
 # --- XML feeds (feedparser) -------------------------------------------------------------
+
+
+# C0 controls other than tab, newline and carriage return, raw or as character references.
+_FORBIDDEN_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_FORBIDDEN_REFERENCES = re.compile(
+    rb"&#(?:0*(?:[0-8]|1[124-9]|2[0-9]|3[01])|[xX]0*(?:[0-8bBcCeEfF]|1[0-9a-fA-F]));"
+)
+
+
+def _without_forbidden_characters(data: bytes) -> bytes:
+    """The document without the characters XML 1.0 forbids (a stray BEL, say).
+
+    One of them makes the whole document malformed: the strict parser stops there and the
+    lenient one warns on every collect. UTF-16 and UTF-32 are left alone: their bytes for
+    ordinary characters include these values.
+    """
+    if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) or b"\x00" in data[:4]:
+        return data
+    return _FORBIDDEN_REFERENCES.sub(b"", _FORBIDDEN_BYTES.sub(b"", data))
 
 
 def _refuse_entities(data: bytes) -> None:

@@ -29,6 +29,7 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SETTINGS = CollectSettings(timeout=5.0)
 FEEDS = FIXTURES / "feeds"
 WORDPRESS = FIXTURES / "wordpress"
+SHAPES = FIXTURES / "shapes"  # small documents of our own, one real-world shape each
 
 # Nine levels of ten: a billion "lol"s if anything expanded it.
 ENTITY_BOMB = (
@@ -66,6 +67,10 @@ def read(data: bytes | str, *, base_url: str = "") -> tuple[list[Article], list[
     return parse_feed(
         data, source=source, base_url=base_url, timezone=ZONE, now=NOW, excerpt_length=280
     )
+
+
+def shape(name: str) -> bytes:
+    return (SHAPES / name).read_bytes()
 
 
 def articles(data: bytes | str, *, base_url: str = "") -> list[Article]:
@@ -788,3 +793,14 @@ def test_local_path_relative_to_nothing_reads_the_file_given(tmp_path: Path) -> 
     path.write_bytes(rss("<item><title>No link</title></item>"))
     result = run([SourceConfig(name="l", url=str(path))])[0]
     assert result == SourceResult("l", warnings=("skipped 1 entry with neither id nor link",))
+
+
+# --- Real-world shapes -------------------------------------------------------------------
+
+
+def test_characters_xml_forbids_are_removed_so_the_whole_feed_reads_without_warning() -> None:
+    """A raw U+0007 and a &#7; reference do not cut the feed short or warn on every collect."""
+    found, warnings = read(shape("rss-forbidden-characters.xml"))
+    assert warnings == []
+    assert [a.title for a in found] == ["Bell ringer", "Second story", "Third story"]
+    assert found[0].excerpt == "The bell rang twice."
