@@ -18,7 +18,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 from xml.sax import SAXException, SAXParseException
-from xml.sax.handler import ContentHandler
+from xml.sax.handler import ContentHandler, feature_namespaces
+from xml.sax.xmlreader import InputSource
 from zoneinfo import ZoneInfo
 
 import defusedxml.sax
@@ -118,7 +119,11 @@ def parse_feed(
         if not data.strip():
             raise _NotAFeed("not a feed: it is empty")
         raise _NotAFeed(f"not a feed: {problem or 'no RSS, Atom or JSON Feed in it'}")
-    entries = (_feed_entry(entry, timezone) for entry in parsed.entries)
+    facts = _ItemReader.read(data, parsed.get("encoding") or "", len(parsed.entries))
+    owns: Sequence[_ItemFacts | None] = facts or [None] * len(parsed.entries)
+    entries = (
+        _feed_entry(entry, own, timezone) for entry, own in zip(parsed.entries, owns, strict=True)
+    )
     articles, warnings = _articles(entries, context, excerpt_length)
     if problem and not articles:
         raise SourceError(problem)  # a broken document that gave nothing is a failure
@@ -359,6 +364,7 @@ class _Picture:
     url: str  # as written: maybe relative
     alt: str = ""  # markup
     width: int | None = None  # as declared
+    height: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,34 +579,58 @@ def _xml_problem(parsed: Any) -> str:
     return f"malformed XML: {error}"
 
 
-def _feed_entry(entry: Any, timezone: ZoneInfo) -> _Entry:
+def _feed_entry(entry: Any, own: _ItemFacts | None, timezone: ZoneInfo) -> _Entry:
+    """An entry from feedparser's reading, with the item's own links, categories and media.
+
+    feedparser gathers every link inside an item, the related stories some publishers nest in
+    it too (its `link` is the last of them), and files media:keywords as categories: `own`,
+    read from the item's own child elements, says what the item says about itself. Without
+    it (a document only the lenient parser reads), feedparser's first alternate link is used.
+    """
     content = [part.get("value", "") for part in entry.get("content", [])]
     summary = entry.get("summary", "")
     links = entry.get("links", [])
+    enclosures = tuple(
+        _Picture(link.get("href", ""))
+        for link in links
+        if link.get("rel") == "enclosure" and (link.get("type") or "").startswith("image/")
+    )
+    if own is None:
+        keywords = {k.strip() for k in entry.get("media_keywords", "").split(",")}
+        own = _ItemFacts(
+            links=(
+                entry.get("feedburner_origlink", ""),
+                *(link.get("href", "") for link in links if link.get("rel") == "alternate"),
+                entry.get("link", ""),
+            ),
+            categories=tuple(
+                tag.get("label") or tag.get("term") or ""
+                for tag in entry.get("tags", [])
+                if tag.get("label") or tag.get("term") not in keywords
+            ),
+            pictures=(
+                *_widest(
+                    _Picture(m.get("url") or "", width=_pixels(m.get("width")))
+                    for m in entry.get("media_content", [])
+                    if _is_image(m)
+                ),
+                *_widest(
+                    _Picture(m.get("url") or "", width=_pixels(m.get("width")))
+                    for m in entry.get("media_thumbnail", [])
+                ),
+            ),
+        )
     return _Entry(
         id=entry.get("id", ""),
-        links=(
-            entry.get("link", ""),
-            *(link.get("href", "") for link in links if link.get("rel") == "alternate"),
-        ),
+        links=own.links,
         title=entry.get("title", ""),
         summary=summary or next(iter(content), ""),
         published=_feed_time(entry, "published", timezone)
         or _feed_time(entry, "updated", timezone),
         bylines=tuple(a.get("name", "") for a in entry.get("authors", []))
         or (entry.get("author", ""),),
-        categories=tuple(
-            tag.get("label") or tag.get("term") or "" for tag in entry.get("tags", [])
-        ),
-        pictures=(
-            *_widest(m for m in entry.get("media_content", []) if _is_image(m)),
-            *_widest(entry.get("media_thumbnail", [])),
-            *(
-                _Picture(link.get("href", ""))
-                for link in links
-                if link.get("rel") == "enclosure" and (link.get("type") or "").startswith("image/")
-            ),
-        ),
+        categories=own.categories,
+        pictures=(*own.pictures, *enclosures),
         bodies=(*content, summary),
     )
 
@@ -622,15 +652,201 @@ def _is_image(media: Mapping[str, str]) -> bool:
     return (media.get("type") or "image/").startswith("image/")
 
 
-def _widest(media: Iterable[Mapping[str, str]]) -> list[_Picture]:
+def _widest(pictures: Iterable[_Picture]) -> list[_Picture]:
     """Pictures widest first; an empty or missing width sorts last, in document order."""
-    pictures = [
-        _Picture(
-            m.get("url") or "", width=int(m["width"]) if (m.get("width") or "").isdigit() else None
-        )
-        for m in media
-    ]
     return sorted(pictures, key=lambda picture: picture.width or 0, reverse=True)
+
+
+def _pixels(raw: object) -> int | None:
+    """A declared width or height: digits, else unknown (HuffPost writes width="")."""
+    text = raw.strip() if isinstance(raw, str) else ""
+    return int(text) if text.isdigit() else raw if isinstance(raw, int) and raw > 0 else None
+
+
+_RSS = ("", "http://purl.org/rss/1.0/", "http://my.netscape.com/rdf/simple/0.9/")
+_ATOM = ("http://www.w3.org/2005/Atom", "http://purl.org/atom/ns#")
+_MEDIA = ("http://search.yahoo.com/mrss/", "http://search.yahoo.com/mrss")
+_DC = "http://purl.org/dc/elements/1.1/"
+_FEEDBURNER = "http://rssnamespace.org/feedburner/ext/1.0"
+_XML = "http://www.w3.org/XML/1998/namespace"
+_MEDIA_TEXTS = ("title", "text", "description")  # what describes a picture, in that order
+
+
+@dataclass(frozen=True, slots=True)
+class _ItemFacts:
+    """What an item says about itself, in its own child elements."""
+
+    links: tuple[str, ...]  # feedburner:origLink, its own link, a permalink guid: best first
+    categories: tuple[str, ...]  # <category>, dc:subject, Atom categories (not media:keywords)
+    pictures: tuple[_Picture, ...]  # media:content and media:thumbnail, widest first
+
+
+@dataclass(slots=True)
+class _Media:
+    """A media:content or media:thumbnail while it is read; `texts` are its own descriptions."""
+
+    url: str
+    width: int | None
+    height: int | None
+    image: bool
+    texts: dict[str, str]  # media:title / media:text / media:description, as markup
+    group: dict[str, str] | None  # the descriptions of the media:group around it
+
+
+@dataclass(slots=True)
+class _OpenItem:
+    depth: int  # of the item element itself
+    atom: bool  # an Atom entry, not an RSS item: its own links are atom:link elements
+    own_link: str = ""
+    orig_link: str = ""
+    permalink: str = ""
+    categories: list[str] = field(default_factory=list)
+    media: list[_Media] = field(default_factory=list)
+    group: dict[str, str] | None = None  # the open media:group's descriptions
+
+    def facts(self) -> _ItemFacts:
+        pictures = (
+            _Picture(
+                m.url,
+                next((m.texts[k] for k in _MEDIA_TEXTS if m.texts.get(k)), "")
+                or next((m.group[k] for k in _MEDIA_TEXTS if m.group and m.group.get(k)), ""),
+                m.width,
+                m.height,
+            )
+            for m in self.media
+            if m.image
+        )
+        return _ItemFacts(
+            links=(self.orig_link, self.own_link, self.permalink),
+            categories=tuple(self.categories),
+            pictures=tuple(_widest(pictures)),
+        )
+
+
+class _ItemReader(ContentHandler):
+    """Reads each item's own child elements (namespace-aware SAX), in document order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: list[_ItemFacts] = []
+        self._open: list[tuple[str, str]] = []  # (namespace, name) of each open element
+        self._bases: list[str] = [""]  # xml:base in force, as far as it resolves
+        self._text: list[str] = []
+        self._item: _OpenItem | None = None
+        self._media: _Media | None = None
+        self._html = False  # the open element says type="html"
+        self._permalink = True  # the open element is no guid with isPermaLink="false"
+
+    @classmethod
+    def read(cls, data: bytes, encoding: str, expected: int) -> list[_ItemFacts] | None:
+        """One `_ItemFacts` per item, or None when the document is not well-formed XML.
+
+        feedparser's reading of the encoding is tried when the document's own fails (a
+        Latin-1 feed without a declaration, say). None too when the count differs from
+        feedparser's, so the two readings are never paired wrongly.
+        """
+        # Blank lines before the declaration only upset the strict parser.
+        data = data.removeprefix(codecs.BOM_UTF8).lstrip()
+        for forced in ("", encoding):
+            reader = cls()
+            source = InputSource()
+            source.setByteStream(io.BytesIO(data))
+            if forced:
+                source.setEncoding(forced)
+            try:
+                parser = defusedxml.sax.make_parser()
+                parser.setFeature(feature_namespaces, True)
+                parser.setContentHandler(reader)
+                parser.parse(source)
+            except (SAXException, DefusedXmlException, LookupError, ValueError):
+                continue
+            return reader.items if len(reader.items) == expected else None
+        return None
+
+    def startElementNS(self, name: tuple[str | None, str], qname: str | None, attrs: Any) -> None:
+        space, local = name[0] or "", name[1]
+        base = attrs.get((_XML, "base"))
+        self._bases.append(urljoin(self._bases[-1], base) if base else self._bases[-1])
+        parent = self._open[-1] if self._open else ("", "")
+        self._open.append((space, local))
+        self._text = []
+        # Read when the element ends; the elements they belong to hold only text.
+        self._html = (attrs.get((None, "type")) or "").strip() == "html"
+        self._permalink = (attrs.get((None, "isPermaLink")) or "").strip().lower() != "false"
+        item = self._item
+        if item is None:
+            if (local == "item" and space in _RSS) or (local == "entry" and space in _ATOM):
+                self._item = _OpenItem(len(self._open), atom=local == "entry")
+            return
+        own = len(self._open) == item.depth + 1
+        if own and item.atom and space in _ATOM and local == "link":
+            href = (attrs.get((None, "href")) or "").strip()
+            rel = (attrs.get((None, "rel")) or "alternate").strip()
+            if rel == "alternate" and href and not item.own_link:
+                item.own_link = urljoin(self._bases[-1], href)
+        elif own and space in _ATOM and local == "category":
+            label = attrs.get((None, "label")) or attrs.get((None, "term")) or ""
+            item.categories.append(html.escape(label))
+        elif own and space in _MEDIA and local == "group":
+            item.group = {}
+        elif space in _MEDIA and local in ("content", "thumbnail"):
+            in_group = parent[0] in _MEDIA and parent[1] == "group"
+            if not (own or in_group or (parent[0] in _MEDIA and parent[1] == "content")):
+                return  # a picture of something else the item mentions
+            medium, kind = attrs.get((None, "medium")) or "", attrs.get((None, "type")) or ""
+            is_image = local == "thumbnail" or _is_image({"medium": medium, "type": kind})
+            self._media = _Media(
+                urljoin(self._bases[-1], (attrs.get((None, "url")) or "").strip()),
+                _pixels(attrs.get((None, "width"))),
+                _pixels(attrs.get((None, "height"))),
+                is_image,
+                {},
+                item.group if in_group else None,
+            )
+            item.media.append(self._media)
+
+    def endElementNS(self, name: tuple[str | None, str], qname: str | None) -> None:
+        space, local = name[0] or "", name[1]
+        text = "".join(self._text).strip()
+        self._text = []
+        item, depth = self._item, len(self._open)
+        parent = self._open[-2] if depth > 1 else ("", "")
+        self._open.pop()
+        base = self._bases.pop()
+        if item is None:
+            return
+        if depth == item.depth:
+            self.items.append(item.facts())
+            self._item = None
+            return
+        own = depth == item.depth + 1
+        if space in _MEDIA and local in _MEDIA_TEXTS:
+            holder = (
+                self._media.texts
+                if self._media is not None and parent[0] in _MEDIA and parent[1] == "content"
+                else item.group
+                if parent[0] in _MEDIA and parent[1] == "group"
+                else None
+            )
+            if holder is not None and text:
+                holder.setdefault(local, text if self._html else html.escape(text))
+        elif space in _MEDIA and local in ("content", "thumbnail"):
+            self._media = None
+        elif space in _MEDIA and local == "group":
+            item.group = None
+        elif not own:
+            return
+        elif space in _RSS and local == "link" and not item.own_link:
+            item.own_link = urljoin(base, text)
+        elif space == _FEEDBURNER and local == "origLink":
+            item.orig_link = text
+        elif space in _RSS and local == "guid" and self._permalink:
+            item.permalink = urljoin(base, text)
+        elif (space in _RSS and local == "category") or (space == _DC and local == "subject"):
+            item.categories.append(html.escape(text))
+
+    def characters(self, content: str) -> None:
+        self._text.append(content)
 
 
 # --- JSON Feed and WordPress (json) -----------------------------------------------------

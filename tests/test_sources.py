@@ -19,9 +19,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from digest import sources
-from digest.config import CollectSettings, SourceConfig, SourceType
+from digest.config import CollectSettings, SourceConfig, SourceType, TrackingSettings
 from digest.errors import SourceError
 from digest.models import Article, FetchState, Image
+from digest.render import tracked
 from digest.sources import SourceResult, collect, parse_feed, parse_wordpress_posts
 
 ZONE = ZoneInfo("America/Toronto")
@@ -804,3 +805,29 @@ def test_characters_xml_forbids_are_removed_so_the_whole_feed_reads_without_warn
     assert warnings == []
     assert [a.title for a in found] == ["Bell ringer", "Second story", "Third story"]
     assert found[0].excerpt == "The bell rang twice."
+
+
+def test_an_rss_item_links_to_its_own_link_never_to_the_stories_nested_in_it() -> None:
+    """Related-story <atom:link href title> inside an <item> are not its URL, before or after."""
+    found = articles(shape("rss-nested-links.xml"))
+    assert [a.url for a in found] == [
+        "https://news.example.org/2026/11/harbour-plan.html",
+        "https://news.example.org/2026/11/related-first.html",
+        "https://news.example.org/2026/11/guid-only.html",  # the permalink guid
+    ]
+
+
+def test_an_atom_entry_links_to_its_first_own_alternate_link() -> None:
+    """rel="related" and the links of <source> are not the entry's; the first alternate is."""
+    (entry,) = articles(shape("atom-entry-links.xml"))
+    assert entry.url == "https://blog.example.org/2026/two-alternates/"
+
+
+def test_feedburner_items_link_to_the_original_and_tracking_goes_on_it() -> None:
+    """feedburner:origLink is the URL, never the feedproxy.google.com redirect."""
+    (story,) = articles(shape("rss-feedburner.xml"))
+    assert story.url == "https://www.example.org/2026/11/18/proxied-story/"
+    utm = TrackingSettings(utm_source="digest", utm_medium="email")
+    assert tracked(story.url, utm, "2026-w47") == (
+        "https://www.example.org/2026/11/18/proxied-story/?utm_source=digest&utm_medium=email"
+    )
