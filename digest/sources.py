@@ -933,7 +933,7 @@ def _wordpress_entry(post: Mapping[str, Any], timezone: ZoneInfo) -> _Entry:
             _string(term.get("name"))
             for group in _items(embedded.get("wp:term"))
             for term in _dicts(group)
-            if term.get("taxonomy") == "category"
+            if term.get("taxonomy") in ("category", "post_tag")
         ),
         pictures=(_Picture(_string(media.get("source_url")), _string(media.get("alt_text"))),),
         bodies=(content,),

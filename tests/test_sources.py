@@ -559,7 +559,7 @@ def test_wordpress_posts_become_articles_with_authors_categories_and_featured_im
     assert plan.title == "Council’s harbour plan: what changes on Pier 4"
     assert plan.published == datetime(2024, 5, 14, 22, 30, tzinfo=UTC)  # date_gmt
     assert plan.bylines == ("Amara Okafor",)
-    assert plan.categories == ("City Hall", "Harbour & Waterfront")  # tags are not categories
+    assert plan.categories == ("City Hall", "Harbour & Waterfront", "ferries", "Pier 4")
     assert plan.image == Image(
         "https://harbourlights.example.org/wp-content/uploads/2024/05/ferry-terminal.jpg",
         "The ferry terminal at dusk, seen from the breakwater",
@@ -831,3 +831,24 @@ def test_feedburner_items_link_to_the_original_and_tracking_goes_on_it() -> None
     assert tracked(story.url, utm, "2026-w47") == (
         "https://www.example.org/2026/11/18/proxied-story/?utm_source=digest&utm_medium=email"
     )
+
+
+def test_categories_are_the_items_own_and_media_keywords_are_not_among_them() -> None:
+    """<category> and dc:subject are categories; media:keywords only describe the media."""
+    first = articles(shape("rss-media-sizes.xml"))[0]
+    assert first.categories == ("Economía", "Transporte")
+
+
+def wordpress(name: str) -> tuple[list[Article], list[str]]:
+    """parse_wordpress_posts on one page of posts from tests/fixtures/shapes/."""
+    source = SourceConfig(name="harbour", url="https://harbourlights.example.org")
+    return parse_wordpress_posts(
+        [shape(name)], source=source, base_url="", timezone=ZONE, now=NOW, excerpt_length=280
+    )
+
+
+def test_wordpress_categories_are_the_terms_of_the_category_and_tag_taxonomies() -> None:
+    """Category and post_tag terms are categories; author terms are not."""
+    terminal, pier = wordpress("wordpress-coauthors.json")[0]
+    assert terminal.categories == ("Harbour & Waterfront", "Ferries", "Pier 4")
+    assert pier.categories == ("Harbour & Waterfront",)
