@@ -409,7 +409,7 @@ def _articles(
                 published=entry.published or context.now,
                 source=context.source,
                 excerpt=excerpt,
-                bylines=_distinct(_byline(name) for name in entry.bylines),
+                bylines=_distinct(name for raw in entry.bylines for name in _names(_byline(raw))),
                 categories=_distinct(html_to_text(name) for name in entry.categories),
                 image=_image(entry, base),
                 date_estimated=entry.published is None,
@@ -497,6 +497,30 @@ def _byline(raw: str) -> str:
     if wrapped:
         return wrapped.group(1).strip()
     return "" if re.fullmatch(r"\S+@\S+", name) else name
+
+
+# Lower-case words that are part of names ("Ana de la Torre", "Vincent van Gogh").
+_NAME_PARTICLE = re.compile(r"al|bin|d[aiou]|das|dos|de[lr]?|della|el|l[ae]s?|los|v[ao]n|y|zu")
+
+
+def _names(byline: str) -> list[str]:
+    """One field that lists several people ("Francesco Manetto,Javier Lafuente") split up.
+
+    Only where every part is clearly a name of two to five words, each capitalised or a
+    particle: "Lafuente, Javier" (last, first) and "Jo Bloggs, 1990" stay as written.
+    """
+    parts = [part.strip() for part in re.split(r"[,;]", byline)]
+    if len(parts) > 1 and all(_is_full_name(part) for part in parts):
+        return parts
+    return [byline]
+
+
+def _is_full_name(text: str) -> bool:
+    words = text.split()
+    return 2 <= len(words) <= 5 and all(
+        _NAME_PARTICLE.fullmatch(word) or (word[0].isupper() and not any(c.isdigit() for c in word))
+        for word in words
+    )
 
 
 def _distinct(names: Iterable[str]) -> tuple[str, ...]:
@@ -928,7 +952,7 @@ def _wordpress_entry(post: Mapping[str, Any], timezone: ZoneInfo) -> _Entry:
         summary=_rendered(post, "excerpt") or content,
         # date_gmt is UTC written without a zone; date is the site's clock, its zone unknown.
         published=_time(post.get("date_gmt"), UTC) or _time(post.get("date"), timezone),
-        bylines=tuple(_string(a.get("name")) for a in _dicts(embedded.get("author"))),
+        bylines=_wordpress_authors(embedded),
         categories=tuple(
             _string(term.get("name"))
             for group in _items(embedded.get("wp:term"))
@@ -939,6 +963,31 @@ def _wordpress_entry(post: Mapping[str, Any], timezone: ZoneInfo) -> _Entry:
         bodies=(content,),
         base=link if _http_url(link, "") else "",
     )
+
+
+def _wordpress_authors(embedded: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every author, in order: co-author plugins' `author` terms, else the post's own author.
+
+    Co-Authors Plus names a term after the user's nicename ("amara-okafor", slug
+    "cap-amara-okafor"); the embedded user of that nicename gives the display name, and a
+    guest author without one gets the nicename's words. PublishPress Authors names terms
+    with the display name itself.
+    """
+    users = {
+        _string(user.get("slug")): _string(user.get("name"))
+        for user in _dicts(embedded.get("author"))
+    }
+    names = []
+    for group in _items(embedded.get("wp:term")):
+        for term in _dicts(group):
+            if term.get("taxonomy") != "author":
+                continue
+            name, slug = _string(term.get("name")), _string(term.get("slug"))
+            nicename = slug.removeprefix("cap-")
+            if slug.startswith("cap-") and name == nicename:
+                name = users.get(nicename) or " ".join(w.capitalize() for w in name.split("-"))
+            names.append(name)
+    return tuple(names) or tuple(name for name in users.values())
 
 
 def _rendered(post: Mapping[str, Any], key: str) -> str:

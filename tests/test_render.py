@@ -93,6 +93,23 @@ def test_cards_show_bylines_and_localised_dates(example: tuple[Config, Issue]) -
     assert len(metas) == len(issue.articles)
 
 
+@pytest.mark.parametrize(
+    ("language", "byline"),
+    [("en", "Ana Pérez, Bo Li, and Cy Wu"), ("es", "Ana Pérez, Bo Li y Cy Wu")],  # CLDR's lists
+)
+def test_several_authors_are_joined_in_the_newsletters_language(
+    example: tuple[Config, Issue], language: str, byline: str
+) -> None:
+    """Co-authors read as a list in each shipped language, in the order the source gave."""
+    config, issue = example
+    first = issue.sections[0].articles[0]
+    authored = dataclasses.replace(first, bylines=("Ana Pérez", "Bo Li", "Cy Wu"))
+    section = dataclasses.replace(issue.sections[0], articles=(authored,))
+    issue = dataclasses.replace(issue, featured=None, sections=(section,))
+    metas = [text_of(p) for p in parse(build(config, issue, language).html).find_class("meta")]
+    assert metas[0].startswith(f"{byline} · ")
+
+
 def test_document_declares_language_title_colour_schemes_and_no_scripts(
     example: tuple[Config, Issue],
 ) -> None:

@@ -852,3 +852,24 @@ def test_wordpress_categories_are_the_terms_of_the_category_and_tag_taxonomies()
     terminal, pier = wordpress("wordpress-coauthors.json")[0]
     assert terminal.categories == ("Harbour & Waterfront", "Ferries", "Pier 4")
     assert pier.categories == ("Harbour & Waterfront",)
+
+
+def test_wordpress_co_authors_are_every_author_term_in_order() -> None:
+    """Co-Authors Plus and PublishPress Authors terms give every author, display names first."""
+    terminal, pier = wordpress("wordpress-coauthors.json")[0]
+    assert terminal.bylines == ("Amara Okafor", "Joao Silva")  # a guest author: nicename words
+    assert pier.bylines == ("Ana Pérez", "Bo Li", "Cy Wu")
+
+
+def test_several_creator_elements_are_several_authors() -> None:
+    """Two dc:creator elements are two authors, in order."""
+    assert articles(shape("rss-media-sizes.xml"))[1].bylines == ("Ana Pérez", "Bo Li")
+
+
+def test_one_creator_listing_names_with_commas_is_split_where_the_parts_are_names() -> None:
+    """ "Francesco Manetto,Javier Lafuente" is two people; "Lafuente, Javier" stays one."""
+    found = articles(shape("rss-media-sizes.xml"))
+    assert found[0].bylines == ("Francesco Manetto", "Javier Lafuente")
+    assert found[2].bylines == ("Lafuente, Javier",)
+    assert sources._names("Ana de la Torre; Bo van Dijk") == ["Ana de la Torre", "Bo van Dijk"]
+    assert sources._names("Reuters, 2026") == ["Reuters, 2026"]
