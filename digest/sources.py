@@ -149,7 +149,18 @@ def parse_wordpress_posts(
             raise SourceError(f"WordPress page {number} is not a list of posts")
         posts.extend(post for post in decoded if isinstance(post, dict))
     context = _Context(source.name, base_url if _http_url(base_url, "") else "", timezone, now)
-    return _articles((_wordpress_entry(post, timezone) for post in posts), context, excerpt_length)
+    articles, warnings = _articles(
+        (_wordpress_entry(post, timezone) for post in posts), context, excerpt_length
+    )
+    bare = sum(1 for post in posts if not isinstance(post.get("_embedded"), dict))
+    if bare:
+        # A cache that drops the query string, or a plugin that turns embedding off.
+        warnings.append(
+            f"{bare} of {len(posts)} WordPress posts came without _embedded, so they have no "
+            "bylines, categories or featured pictures; check that ?_embed reaches the site "
+            "(a cache or a plugin may drop it)"
+        )
+    return articles, warnings
 
 
 # --- Fetching ---------------------------------------------------------------------------

@@ -873,3 +873,22 @@ def test_one_creator_listing_names_with_commas_is_split_where_the_parts_are_name
     assert found[2].bylines == ("Lafuente, Javier",)
     assert sources._names("Ana de la Torre; Bo van Dijk") == ["Ana de la Torre", "Bo van Dijk"]
     assert sources._names("Reuters, 2026") == ["Reuters, 2026"]
+
+
+def test_wordpress_posts_without_embedded_come_through_with_a_warning_saying_what_is_missing(
+    http_server: HttpServer,
+) -> None:
+    """A WordPress answer without _embedded still gives its posts, and a warning names the loss."""
+    # As a cache that ignores the query string serves it.
+    http_server.respond(
+        "/cached/wp-json/wp/v2/posts",
+        shape("wordpress-no-embed.json"),
+        Content_Type="application/json",
+        X_WP_TotalPages="1",
+    )
+    result = one(http_server, "/cached", "wordpress")
+    assert [a.title for a in result.articles] == ["Posted without embedding", "Also without"]
+    assert all(a.bylines == () and a.categories == () for a in result.articles)
+    (warning,) = result.warnings
+    assert warning.startswith("2 of 2 WordPress posts came without _embedded")
+    assert "bylines, categories or featured pictures" in warning
