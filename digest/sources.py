@@ -37,7 +37,7 @@ from defusedxml import DefusedXmlException
 
 from digest.config import CollectSettings, SourceConfig
 from digest.errors import SourceError
-from digest.models import Article, FetchState, Image
+from digest.models import Article, FetchState, Image, ImageSize
 from digest.text import html_to_text, make_excerpt
 
 MAX_REDIRECTS = 5
@@ -376,6 +376,7 @@ class _Picture:
     alt: str = ""  # markup
     width: int | None = None  # as declared
     height: int | None = None
+    sizes: tuple[ImageSize, ...] = ()  # the other sizes the site offers of it, if it says
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,15 +452,44 @@ _HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def _image(entry: _Entry, base: str) -> Image | None:
-    pictures = (*entry.pictures, *(p for body in entry.bodies for p in _ImageFinder.scan(body)))
-    for picture in pictures:
-        url = _http_url(picture.url, base)
-        if url is None or (picture.width is not None and picture.width < MIN_IMAGE_WIDTH):
-            continue
-        if _AVATAR_HOST.search(urlsplit(url).hostname or ""):
-            continue
-        return Image(url, html_to_text(picture.alt))
-    return None
+    """The entry's picture with the sizes offered of it; the first <img> when it names none.
+
+    A format's own pictures (media:content, media:thumbnail, WordPress featured media) are
+    taken as sizes of one picture, widest first, so the render can pick one per slot.
+    """
+    own = [usable for picture in entry.pictures if (usable := _usable(picture, base))]
+    found = own or [
+        usable
+        for body in entry.bodies
+        for picture in _ImageFinder.scan(body)
+        if (usable := _usable(picture, base))
+    ]
+    if not found:
+        return None
+    lead = found[0]
+    sizes = lead.sizes
+    if not sizes and lead.width and own:
+        sizes = tuple(ImageSize(p.url, p.width, p.height) for p in own if p.width)
+    # One size may carry the description the others lack.
+    alt = lead.alt or next((p.alt for p in own if p.alt), "")
+    ordered = sorted(set(sizes), key=lambda size: (size.width, size.url))
+    # One size is no choice: the picture's URL says it all.
+    return Image(lead.url, html_to_text(alt), tuple(ordered) if len(ordered) > 1 else ())
+
+
+def _usable(picture: _Picture, base: str) -> _Picture | None:
+    """The picture with absolute http(s) URLs, or None if it is no article picture at all."""
+    url = _http_url(picture.url, base)
+    if url is None or (picture.width is not None and picture.width < MIN_IMAGE_WIDTH):
+        return None
+    if _AVATAR_HOST.search(urlsplit(url).hostname or ""):
+        return None
+    sizes = tuple(
+        replace(size, url=absolute)
+        for size in picture.sizes
+        if size.width >= MIN_IMAGE_WIDTH and (absolute := _http_url(size.url, base))
+    )
+    return replace(picture, url=url, sizes=sizes)
 
 
 class _ImageFinder(HTMLParser):
@@ -704,7 +734,7 @@ _MEDIA = ("http://search.yahoo.com/mrss/", "http://search.yahoo.com/mrss")
 _DC = "http://purl.org/dc/elements/1.1/"
 _FEEDBURNER = "http://rssnamespace.org/feedburner/ext/1.0"
 _XML = "http://www.w3.org/XML/1998/namespace"
-_MEDIA_TEXTS = ("title", "text", "description")  # what describes a picture, in that order
+_MEDIA_TEXTS = ("description", "title", "text")  # what describes a picture, best first
 
 
 @dataclass(frozen=True, slots=True)
@@ -970,7 +1000,7 @@ def _wordpress_entry(post: Mapping[str, Any], timezone: ZoneInfo) -> _Entry:
             for term in _dicts(group)
             if term.get("taxonomy") in ("category", "post_tag")
         ),
-        pictures=(_Picture(_string(media.get("source_url")), _string(media.get("alt_text"))),),
+        pictures=(_wordpress_picture(media),),
         bodies=(content,),
         base=link if _http_url(link, "") else "",
     )
@@ -999,6 +1029,25 @@ def _wordpress_authors(embedded: Mapping[str, Any]) -> tuple[str, ...]:
                 name = users.get(nicename) or " ".join(w.capitalize() for w in name.split("-"))
             names.append(name)
     return tuple(names) or tuple(name for name in users.values())
+
+
+def _wordpress_picture(media: Mapping[str, Any]) -> _Picture:
+    """Featured media with every size WordPress made of it (thumbnail, medium, large, ...)."""
+    details = media.get("media_details")
+    details = details if isinstance(details, dict) else {}
+    url = _string(media.get("source_url"))
+    width, height = _pixels(details.get("width")), _pixels(details.get("height"))
+    offered = details.get("sizes")
+    sizes = [
+        ImageSize(_string(size.get("source_url")), w, _pixels(size.get("height")))
+        for size in (offered.values() if isinstance(offered, dict) else ())
+        if isinstance(size, dict) and (w := _pixels(size.get("width")))
+    ]
+    if width:
+        sizes.append(ImageSize(url, width, height))
+    # alt_text is plain text; the caption is HTML (a <p>, maybe a link).
+    alt = html.escape(_string(media.get("alt_text")).strip()) or _rendered(media, "caption")
+    return _Picture(url, alt, width, height, tuple(sizes))
 
 
 def _rendered(post: Mapping[str, Any], key: str) -> str:

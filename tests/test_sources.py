@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from digest import sources
 from digest.config import CollectSettings, SourceConfig, SourceType, TrackingSettings
 from digest.errors import SourceError
-from digest.models import Article, FetchState, Image
+from digest.models import Article, FetchState, Image, ImageSize
 from digest.render import tracked
 from digest.sources import SourceResult, collect, parse_feed, parse_wordpress_posts
 
@@ -233,7 +233,8 @@ def test_gravatar_media_content_never_becomes_the_image() -> None:
     """TechCrunch lists the author's gravatar as media:content; the article picture wins."""
     found = articles("wpcom-techcrunch-2011-media.xml")
     assert found[0].image == Image(
-        "http://tctechcrunch2011.files.wordpress.com/2011/11/angies-list.jpeg?w=150"
+        "http://tctechcrunch2011.files.wordpress.com/2011/11/angies-list.jpeg?w=150",
+        "angies-list",  # its media:title
     )
     assert not any(a.image and "gravatar.com" in a.image.url for a in found)
 
@@ -560,7 +561,8 @@ def test_wordpress_posts_become_articles_with_authors_categories_and_featured_im
     assert plan.published == datetime(2024, 5, 14, 22, 30, tzinfo=UTC)  # date_gmt
     assert plan.bylines == ("Amara Okafor",)
     assert plan.categories == ("City Hall", "Harbour & Waterfront", "ferries", "Pier 4")
-    assert plan.image == Image(
+    assert plan.image is not None
+    assert (plan.image.url, plan.image.alt) == (
         "https://harbourlights.example.org/wp-content/uploads/2024/05/ferry-terminal.jpg",
         "The ferry terminal at dusk, seen from the breakwater",
     )
@@ -892,3 +894,47 @@ def test_wordpress_posts_without_embedded_come_through_with_a_warning_saying_wha
     (warning,) = result.warnings
     assert warning.startswith("2 of 2 WordPress posts came without _embedded")
     assert "bylines, categories or featured pictures" in warning
+
+
+def test_alt_text_is_the_pictures_own_description_or_caption_else_empty() -> None:
+    """media:description (HTML made plain), WordPress alt_text, else its caption; never made up."""
+    terminal, pier, last = articles(shape("rss-media-sizes.xml"))
+    assert terminal.image is not None and pier.image is not None and last.image is not None
+    assert terminal.image.alt == "La terminal de ferris, vista desde el espigón al atardecer"
+    assert pier.image.alt == "Ana and Bo at the pier"  # the media:group's, markup removed
+    assert last.image.alt == ""
+    wp_terminal, wp_pier = wordpress("wordpress-coauthors.json")[0]
+    assert wp_terminal.image is not None and wp_pier.image is not None
+    assert wp_terminal.image.alt == "The ferry terminal at dusk, from the breakwater"  # caption
+    assert wp_pier.image.alt == "Three people on the pier"  # alt_text
+
+
+def test_pictures_carry_every_size_the_site_offers() -> None:
+    """media:content sizes and WordPress media_details.sizes arrive narrowest first."""
+    terminal = articles(shape("rss-media-sizes.xml"))[0]
+    assert terminal.image is not None
+    assert terminal.image.url == "https://img.example.org/terminal-4000.jpg"
+    assert [s.width for s in terminal.image.sizes] == [150, 300, 1200, 1600, 4000]
+    wp_terminal = wordpress("wordpress-coauthors.json")[0][0]
+    assert wp_terminal.image is not None
+    assert wp_terminal.image.url.endswith("/2026/11/terminal.jpg")  # the original
+    assert [s.width for s in wp_terminal.image.sizes] == [150, 300, 768, 1024, 1536, 2048, 6000]
+    assert wp_terminal.image.sizes[1] == ImageSize(
+        "https://harbourlights.example.org/wp-content/uploads/2026/11/terminal-300x200.jpg",
+        300,
+        200,
+    )
+
+
+@pytest.mark.parametrize(
+    ("slot", "width"),
+    [(120, 300), (552, 1200), (1000, 4000), (3000, 4000)],
+)
+def test_a_slot_gets_the_smallest_size_twice_its_width_else_the_largest(
+    slot: int, width: int
+) -> None:
+    """Sharp on phones without downloading the original: 2x the slot, else the widest."""
+    image = articles(shape("rss-media-sizes.xml"))[0].image
+    assert image is not None
+    assert image.url_for(slot) == f"https://img.example.org/terminal-{width}.jpg"
+    assert Image("https://img.example.org/only.jpg").url_for(slot).endswith("only.jpg")
