@@ -938,3 +938,13 @@ def test_a_slot_gets_the_smallest_size_twice_its_width_else_the_largest(
     assert image is not None
     assert image.url_for(slot) == f"https://img.example.org/terminal-{width}.jpg"
     assert Image("https://img.example.org/only.jpg").url_for(slot).endswith("only.jpg")
+
+
+def test_a_feed_only_the_lenient_parser_reads_still_links_to_each_items_first_link() -> None:
+    """Malformed XML (a bare "&") gets feedparser's first alternate link, not its last."""
+    broken = shape("rss-nested-links.xml").replace(b"Harbour plan", b"Harbour & plan")
+    found, warnings = read(broken)
+    assert warnings[0].startswith("malformed XML")
+    assert found[0].url == "https://news.example.org/2026/11/harbour-plan.html"
+    (story,) = articles(shape("rss-feedburner.xml").replace(b"Proxied story", b"Proxied & story"))
+    assert story.url == "https://www.example.org/2026/11/18/proxied-story/"
