@@ -899,6 +899,8 @@ class _ItemReader(ContentHandler):
             self._media = None
         elif space in _MEDIA and local == "group":
             item.group = None
+        elif space in _RSS and local == "category" and parent == ("", "categories"):
+            item.categories.append(html.escape(text))  # Macworld wraps them in <categories>
         elif not own:
             return
         elif space in _RSS and local == "link" and not item.own_link:

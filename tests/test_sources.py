@@ -948,3 +948,10 @@ def test_a_feed_only_the_lenient_parser_reads_still_links_to_each_items_first_li
     assert found[0].url == "https://news.example.org/2026/11/harbour-plan.html"
     (story,) = articles(shape("rss-feedburner.xml").replace(b"Proxied story", b"Proxied & story"))
     assert story.url == "https://www.example.org/2026/11/18/proxied-story/"
+
+
+def test_categories_wrapped_in_a_categories_element_are_the_items_own() -> None:
+    """Macworld wraps each item's <category> elements in a non-standard <categories>."""
+    found = articles("news-macworld-enclosure-leading-blank.rss")
+    assert found[0].categories == ("Connected Home", "Bluetooth", "Home Tech")
+    assert any(a.bylines == ("Macworld Staff", "Glenn Fleishman") for a in found)
