@@ -791,8 +791,9 @@ class _OpenItem:
 class _ItemReader(ContentHandler):
     """Reads each item's own child elements (namespace-aware SAX), in document order."""
 
-    def __init__(self) -> None:
+    def __init__(self, utf8: bool) -> None:
         super().__init__()
+        self.utf8 = utf8  # the document is UTF-8: repair text that was encoded twice
         self.items: list[_ItemFacts] = []
         self._open: list[tuple[str, str]] = []  # (namespace, name) of each open element
         self._bases: list[str] = [""]  # xml:base in force, as far as it resolves
@@ -813,7 +814,7 @@ class _ItemReader(ContentHandler):
         # Blank lines before the declaration only upset the strict parser.
         data = data.removeprefix(codecs.BOM_UTF8).lstrip()
         for forced in ("", encoding):
-            reader = cls()
+            reader = cls(utf8=(forced or encoding).lower().replace("_", "-") == "utf-8")
             source = InputSource()
             source.setByteStream(io.BytesIO(data))
             if forced:
@@ -851,7 +852,7 @@ class _ItemReader(ContentHandler):
                 item.own_link = urljoin(self._bases[-1], href)
         elif own and space in _ATOM and local == "category":
             label = attrs.get((None, "label")) or attrs.get((None, "term")) or ""
-            item.categories.append(html.escape(label))
+            item.categories.append(html.escape(self._repaired(label)))
         elif own and space in _MEDIA and local == "group":
             item.group = {}
         elif space in _MEDIA and local in ("content", "thumbnail"):
@@ -872,7 +873,7 @@ class _ItemReader(ContentHandler):
 
     def endElementNS(self, name: tuple[str | None, str], qname: str | None) -> None:
         space, local = name[0] or "", name[1]
-        text = "".join(self._text).strip()
+        text = self._repaired("".join(self._text).strip())
         self._text = []
         item, depth = self._item, len(self._open)
         parent = self._open[-2] if depth > 1 else ("", "")
@@ -914,6 +915,15 @@ class _ItemReader(ContentHandler):
 
     def characters(self, content: str) -> None:
         self._text.append(content)
+
+    def _repaired(self, text: str) -> str:
+        """ "EspaÃ±ol" as "Español": UTF-8 taken for Latin-1 and encoded again (feedparser too)."""
+        if not self.utf8:
+            return text
+        try:
+            return text.encode("iso-8859-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return text
 
 
 # --- JSON Feed and WordPress (json) -----------------------------------------------------

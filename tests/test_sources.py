@@ -955,3 +955,10 @@ def test_categories_wrapped_in_a_categories_element_are_the_items_own() -> None:
     found = articles("news-macworld-enclosure-leading-blank.rss")
     assert found[0].categories == ("Connected Home", "Bluetooth", "Home Tech")
     assert any(a.bylines == ("Macworld Staff", "Glenn Fleishman") for a in found)
+
+
+def test_text_encoded_twice_as_utf_8_is_repaired_in_categories() -> None:
+    """rss.com writes the category "EspaÃ±ol" (UTF-8 read as Latin-1): it reads "Español"."""
+    found = articles("wp-rsscom-blog-wp6.1-100items.xml")
+    assert any("Español" in a.categories for a in found)
+    assert not any("Ã" in name for a in found for name in a.categories)
