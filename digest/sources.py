@@ -723,9 +723,10 @@ def _widest(pictures: Iterable[_Picture]) -> list[_Picture]:
 
 
 def _pixels(raw: object) -> int | None:
-    """A declared width or height: digits, else unknown (HuffPost writes width="")."""
-    text = raw.strip() if isinstance(raw, str) else ""
-    return int(text) if text.isdigit() else raw if isinstance(raw, int) and raw > 0 else None
+    """A declared width or height (a number, or digits), else unknown: HuffPost writes width=""."""
+    if isinstance(raw, str) and raw.strip().isdigit():
+        raw = int(raw)
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0 else None
 
 
 _RSS = ("", "http://purl.org/rss/1.0/", "http://my.netscape.com/rdf/simple/0.9/")
@@ -861,8 +862,9 @@ class _ItemReader(ContentHandler):
                 return  # a picture of something else the item mentions
             medium, kind = attrs.get((None, "medium")) or "", attrs.get((None, "type")) or ""
             is_image = local == "thumbnail" or _is_image({"medium": medium, "type": kind})
+            url = (attrs.get((None, "url")) or "").strip()
             self._media = _Media(
-                urljoin(self._bases[-1], (attrs.get((None, "url")) or "").strip()),
+                urljoin(self._bases[-1], url) if url else "",
                 _pixels(attrs.get((None, "width"))),
                 _pixels(attrs.get((None, "height"))),
                 is_image,
@@ -902,7 +904,7 @@ class _ItemReader(ContentHandler):
             item.group = None
         elif space in _RSS and local == "category" and parent == ("", "categories"):
             item.categories.append(html.escape(text))  # Macworld wraps them in <categories>
-        elif not own:
+        elif not own or not text:
             return
         elif space in _RSS and local == "link" and not item.own_link:
             item.own_link = urljoin(base, text)

@@ -962,3 +962,15 @@ def test_text_encoded_twice_as_utf_8_is_repaired_in_categories() -> None:
     found = articles("wp-rsscom-blog-wp6.1-100items.xml")
     assert any("Español" in a.categories for a in found)
     assert not any("Ã" in name for a in found for name in a.categories)
+
+
+def test_an_empty_link_under_xml_base_is_no_link_and_a_sizeless_media_is_no_picture() -> None:
+    """xml:base alone is not the article's URL, nor a picture's: the permalink guid is."""
+    (found,) = articles(
+        rss(
+            '<item xml:base="https://example.org/section/"><title>t</title><link></link>'
+            '<guid>https://example.org/a</guid><media:content medium="image"/></item>'
+        )
+    )
+    assert found.url == "https://example.org/a"
+    assert found.image is None
