@@ -6,13 +6,14 @@ strings. Bylines and categories are joined with the unit separator: cheap to spl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from digest.errors import ArchiveError
-from digest.models import Article, FetchState, Image, Issue, Period, Section
+from digest.models import Article, FetchState, Image, ImageSize, Issue, Period, Section
 from digest.store import SqliteFile
 
 # Schema version N is MIGRATIONS[N - 1]; add new scripts at the end, never edit old ones.
@@ -66,6 +67,10 @@ MIGRATIONS: tuple[str, ...] = (
         decided_at TEXT NOT NULL
     );
     """,
+    # The sizes a site offers of an article's picture, as JSON [[url, width, height], ...].
+    """
+    ALTER TABLE articles ADD COLUMN image_sizes TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 _SEPARATOR = "\x1f"  # ASCII unit separator: never part of a name
@@ -73,12 +78,12 @@ _SEPARATOR = "\x1f"  # ASCII unit separator: never part of a name
 # The columns an Article is made of, in the order of its fields.
 _ARTICLE_COLUMNS = (
     "id, url, title, published, source, excerpt, bylines, categories, image_url, image_alt, "
-    "date_estimated"
+    "date_estimated, image_sizes"
 )
 # What upsert compares to decide between updated and unchanged; `published` is index 3.
 _CONTENT_COLUMNS = (
     "source, url, title, published, excerpt, bylines, categories, image_url, image_alt, "
-    "date_estimated"
+    "date_estimated, image_sizes"
 )
 
 
@@ -112,7 +117,7 @@ class Archive(SqliteFile):
                 if stored is None:
                     db.execute(
                         f"INSERT INTO articles (id, first_seen, last_seen, {_CONTENT_COLUMNS}) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (article.id, seen, seen, *_content(article, stored)),
                     )
                     new += 1
@@ -123,7 +128,8 @@ class Archive(SqliteFile):
                     db.execute(
                         "UPDATE articles SET last_seen = ?, source = ?, url = ?, title = ?, "
                         "published = ?, excerpt = ?, bylines = ?, categories = ?, "
-                        "image_url = ?, image_alt = ?, date_estimated = ? WHERE id = ?",
+                        "image_url = ?, image_alt = ?, date_estimated = ?, image_sizes = ? "
+                        "WHERE id = ?",
                         (seen, *content, article.id),
                     )
                     updated += 1
@@ -346,6 +352,7 @@ def _content(article: Article, stored: tuple[Any, ...] | None) -> tuple[Any, ...
         image.url if image else None,
         image.alt if image else None,
         estimated,
+        _sizes_json(image.sizes) if image else "",
     )
 
 
@@ -367,8 +374,23 @@ def _articles(rows: Iterable[tuple[Any, ...]]) -> list[Article]:
             excerpt,
             tuple(bylines.split(sep)) if bylines else (),
             tuple(tags.split(sep)) if tags else (),
-            None if image is None else Image(image, alt),
+            None if image is None else Image(image, alt, _sizes(sizes)),
             estimated == 1,
         )
-        for id_, url, title, when, source, excerpt, bylines, tags, image, alt, estimated in rows
+        for id_, url, title, when, source, excerpt, bylines, tags, image, alt, estimated, sizes in (
+            rows
+        )
     ]
+
+
+def _sizes_json(sizes: tuple[ImageSize, ...]) -> str:
+    """The sizes as compact JSON; "" for none, so most rows stay as small as before."""
+    if not sizes:
+        return ""
+    return json.dumps([[s.url, s.width, s.height] for s in sizes], separators=(",", ":"))
+
+
+def _sizes(stored: str) -> tuple[ImageSize, ...]:
+    if not stored:
+        return ()
+    return tuple(ImageSize(url, width, height) for url, width, height in json.loads(stored))

@@ -13,11 +13,34 @@ def _require_aware(name: str, value: datetime) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageSize:
+    """One size a site offers of a picture (WordPress `media_details.sizes`, media:content)."""
+
+    url: str
+    width: int  # pixels, as the site declares them
+    height: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Image:
     """A picture for an article card; only http(s) URLs ever get this far."""
 
-    url: str
+    url: str  # the largest or only picture known
     alt: str = ""
+    sizes: tuple[ImageSize, ...] = ()  # what the site offers, narrowest first; may be empty
+
+    def url_for(self, slot_width: int) -> str:
+        """The smallest offered size at least twice the slot (sharp on phones), else the largest.
+
+        The slot is only known when rendering: a card shows the picture at 120 px, the top
+        story at full width, and linking a 6,000 px original to either costs readers megabytes.
+        """
+        if not self.sizes:
+            return self.url
+        wide_enough = [size for size in self.sizes if size.width >= 2 * slot_width]
+        if wide_enough:
+            return min(wide_enough, key=lambda size: size.width).url
+        return max(self.sizes, key=lambda size: size.width).url
 
 
 @dataclass(frozen=True, slots=True)

@@ -435,7 +435,8 @@ class _Cards:
         image = article.image
         picture = None
         if image is not None and _is_http(image.url):
-            picture = Picture(image.url, " ".join(image.alt.split()), *image_size)
+            url = image.url_for(image_size[0])  # the size the site offers for this slot
+            picture = Picture(url, " ".join(image.alt.split()), *image_size)
         url = tracked(article.url, self.tracking, self.issue_id) if _is_http(article.url) else ""
         byline = format_list(list(article.bylines), locale=self.locale) if article.bylines else ""
         published = article.published.astimezone(self.zone)

@@ -18,7 +18,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 from xml.sax import SAXException, SAXParseException
-from xml.sax.handler import ContentHandler
+from xml.sax.handler import ContentHandler, feature_namespaces
+from xml.sax.xmlreader import InputSource
 from zoneinfo import ZoneInfo
 
 import defusedxml.sax
@@ -36,7 +37,7 @@ from defusedxml import DefusedXmlException
 
 from digest.config import CollectSettings, SourceConfig
 from digest.errors import SourceError
-from digest.models import Article, FetchState, Image
+from digest.models import Article, FetchState, Image, ImageSize
 from digest.text import html_to_text, make_excerpt
 
 MAX_REDIRECTS = 5
@@ -106,6 +107,7 @@ def parse_feed(
         raise _NotAFeed('not a feed: a JSON list (WordPress posts? then type = "wordpress")')
     if kind == "object":
         return _read_json_feed(_json(data), context, excerpt_length)
+    data = _without_forbidden_characters(data)
     _refuse_entities(data)
     # A stream, never bytes: feedparser tries to open() a bytes argument as a file name. No
     # base URL either: it would make "//host/x" http on an http feed; we resolve links.
@@ -117,7 +119,11 @@ def parse_feed(
         if not data.strip():
             raise _NotAFeed("not a feed: it is empty")
         raise _NotAFeed(f"not a feed: {problem or 'no RSS, Atom or JSON Feed in it'}")
-    entries = (_feed_entry(entry, timezone) for entry in parsed.entries)
+    facts = _ItemReader.read(data, parsed.get("encoding") or "", len(parsed.entries))
+    owns: Sequence[_ItemFacts | None] = facts or [None] * len(parsed.entries)
+    entries = (
+        _feed_entry(entry, own, timezone) for entry, own in zip(parsed.entries, owns, strict=True)
+    )
     articles, warnings = _articles(entries, context, excerpt_length)
     if problem and not articles:
         raise SourceError(problem)  # a broken document that gave nothing is a failure
@@ -143,7 +149,18 @@ def parse_wordpress_posts(
             raise SourceError(f"WordPress page {number} is not a list of posts")
         posts.extend(post for post in decoded if isinstance(post, dict))
     context = _Context(source.name, base_url if _http_url(base_url, "") else "", timezone, now)
-    return _articles((_wordpress_entry(post, timezone) for post in posts), context, excerpt_length)
+    articles, warnings = _articles(
+        (_wordpress_entry(post, timezone) for post in posts), context, excerpt_length
+    )
+    bare = sum(1 for post in posts if not isinstance(post.get("_embedded"), dict))
+    if bare:
+        # A cache that drops the query string, or a plugin that turns embedding off.
+        warnings.append(
+            f"{bare} of {len(posts)} WordPress posts came without _embedded, so they have no "
+            "bylines, categories or featured pictures; check that ?_embed reaches the site "
+            "(a cache or a plugin may drop it)"
+        )
+    return articles, warnings
 
 
 # --- Fetching ---------------------------------------------------------------------------
@@ -361,6 +378,8 @@ class _Picture:
     url: str  # as written: maybe relative
     alt: str = ""  # markup
     width: int | None = None  # as declared
+    height: int | None = None
+    sizes: tuple[ImageSize, ...] = ()  # the other sizes the site offers of it, if it says
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +424,7 @@ def _articles(
                 published=entry.published or context.now,
                 source=context.source,
                 excerpt=excerpt,
-                bylines=_distinct(_byline(name) for name in entry.bylines),
+                bylines=_distinct(name for raw in entry.bylines for name in _names(_byline(raw))),
                 categories=_distinct(html_to_text(name) for name in entry.categories),
                 image=_image(entry, base),
                 date_estimated=entry.published is None,
@@ -436,15 +455,44 @@ _HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def _image(entry: _Entry, base: str) -> Image | None:
-    pictures = (*entry.pictures, *(p for body in entry.bodies for p in _ImageFinder.scan(body)))
-    for picture in pictures:
-        url = _http_url(picture.url, base)
-        if url is None or (picture.width is not None and picture.width < MIN_IMAGE_WIDTH):
-            continue
-        if _AVATAR_HOST.search(urlsplit(url).hostname or ""):
-            continue
-        return Image(url, html_to_text(picture.alt))
-    return None
+    """The entry's picture with the sizes offered of it; the first <img> when it names none.
+
+    A format's own pictures (media:content, media:thumbnail, WordPress featured media) are
+    taken as sizes of one picture, widest first, so the render can pick one per slot.
+    """
+    own = [usable for picture in entry.pictures if (usable := _usable(picture, base))]
+    found = own or [
+        usable
+        for body in entry.bodies
+        for picture in _ImageFinder.scan(body)
+        if (usable := _usable(picture, base))
+    ]
+    if not found:
+        return None
+    lead = found[0]
+    sizes = lead.sizes
+    if not sizes and lead.width and own:
+        sizes = tuple(ImageSize(p.url, p.width, p.height) for p in own if p.width)
+    # One size may carry the description the others lack.
+    alt = lead.alt or next((p.alt for p in own if p.alt), "")
+    ordered = sorted(set(sizes), key=lambda size: (size.width, size.url))
+    # One size is no choice: the picture's URL says it all.
+    return Image(lead.url, html_to_text(alt), tuple(ordered) if len(ordered) > 1 else ())
+
+
+def _usable(picture: _Picture, base: str) -> _Picture | None:
+    """The picture with absolute http(s) URLs, or None if it is no article picture at all."""
+    url = _http_url(picture.url, base)
+    if url is None or (picture.width is not None and picture.width < MIN_IMAGE_WIDTH):
+        return None
+    if _AVATAR_HOST.search(urlsplit(url).hostname or ""):
+        return None
+    sizes = tuple(
+        replace(size, url=absolute)
+        for size in picture.sizes
+        if size.width >= MIN_IMAGE_WIDTH and (absolute := _http_url(size.url, base))
+    )
+    return replace(picture, url=url, sizes=sizes)
 
 
 class _ImageFinder(HTMLParser):
@@ -495,6 +543,30 @@ def _byline(raw: str) -> str:
     return "" if re.fullmatch(r"\S+@\S+", name) else name
 
 
+# Lower-case words that are part of names ("Ana de la Torre", "Vincent van Gogh").
+_NAME_PARTICLE = re.compile(r"al|bin|d[aiou]|das|dos|de[lr]?|della|el|l[ae]s?|los|v[ao]n|y|zu")
+
+
+def _names(byline: str) -> list[str]:
+    """One field that lists several people ("Francesco Manetto,Javier Lafuente") split up.
+
+    Only where every part is clearly a name of two to five words, each capitalised or a
+    particle: "Lafuente, Javier" (last, first) and "Jo Bloggs, 1990" stay as written.
+    """
+    parts = [part.strip() for part in re.split(r"[,;]", byline)]
+    if len(parts) > 1 and all(_is_full_name(part) for part in parts):
+        return parts
+    return [byline]
+
+
+def _is_full_name(text: str) -> bool:
+    words = text.split()
+    return 2 <= len(words) <= 5 and all(
+        _NAME_PARTICLE.fullmatch(word) or (word[0].isupper() and not any(c.isdigit() for c in word))
+        for word in words
+    )
+
+
 def _distinct(names: Iterable[str]) -> tuple[str, ...]:
     """Non-empty names, each once whatever its case, as first spelled."""
     seen: dict[str, str] = {}
@@ -522,6 +594,25 @@ def _time(raw: object, timezone: tzinfo) -> datetime | None:
 
 
 # --- XML feeds (feedparser) -------------------------------------------------------------
+
+
+# C0 controls other than tab, newline and carriage return, raw or as character references.
+_FORBIDDEN_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_FORBIDDEN_REFERENCES = re.compile(
+    rb"&#(?:0*(?:[0-8]|1[124-9]|2[0-9]|3[01])|[xX]0*(?:[0-8bBcCeEfF]|1[0-9a-fA-F]));"
+)
+
+
+def _without_forbidden_characters(data: bytes) -> bytes:
+    """The document without the characters XML 1.0 forbids (a stray BEL, say).
+
+    One of them makes the whole document malformed: the strict parser stops there and the
+    lenient one warns on every collect. UTF-16 and UTF-32 are left alone: their bytes for
+    ordinary characters include these values.
+    """
+    if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) or b"\x00" in data[:4]:
+        return data
+    return _FORBIDDEN_REFERENCES.sub(b"", _FORBIDDEN_BYTES.sub(b"", data))
 
 
 def _refuse_entities(data: bytes) -> None:
@@ -556,34 +647,58 @@ def _xml_problem(parsed: Any) -> str:
     return f"malformed XML: {error}"
 
 
-def _feed_entry(entry: Any, timezone: ZoneInfo) -> _Entry:
+def _feed_entry(entry: Any, own: _ItemFacts | None, timezone: ZoneInfo) -> _Entry:
+    """An entry from feedparser's reading, with the item's own links, categories and media.
+
+    feedparser gathers every link inside an item, the related stories some publishers nest in
+    it too (its `link` is the last of them), and files media:keywords as categories: `own`,
+    read from the item's own child elements, says what the item says about itself. Without
+    it (a document only the lenient parser reads), feedparser's first alternate link is used.
+    """
     content = [part.get("value", "") for part in entry.get("content", [])]
     summary = entry.get("summary", "")
     links = entry.get("links", [])
+    enclosures = tuple(
+        _Picture(link.get("href", ""))
+        for link in links
+        if link.get("rel") == "enclosure" and (link.get("type") or "").startswith("image/")
+    )
+    if own is None:
+        keywords = {k.strip() for k in entry.get("media_keywords", "").split(",")}
+        own = _ItemFacts(
+            links=(
+                entry.get("feedburner_origlink", ""),
+                *(link.get("href", "") for link in links if link.get("rel") == "alternate"),
+                entry.get("link", ""),
+            ),
+            categories=tuple(
+                tag.get("label") or tag.get("term") or ""
+                for tag in entry.get("tags", [])
+                if tag.get("label") or tag.get("term") not in keywords
+            ),
+            pictures=(
+                *_widest(
+                    _Picture(m.get("url") or "", width=_pixels(m.get("width")))
+                    for m in entry.get("media_content", [])
+                    if _is_image(m)
+                ),
+                *_widest(
+                    _Picture(m.get("url") or "", width=_pixels(m.get("width")))
+                    for m in entry.get("media_thumbnail", [])
+                ),
+            ),
+        )
     return _Entry(
         id=entry.get("id", ""),
-        links=(
-            entry.get("link", ""),
-            *(link.get("href", "") for link in links if link.get("rel") == "alternate"),
-        ),
+        links=own.links,
         title=entry.get("title", ""),
         summary=summary or next(iter(content), ""),
         published=_feed_time(entry, "published", timezone)
         or _feed_time(entry, "updated", timezone),
         bylines=tuple(a.get("name", "") for a in entry.get("authors", []))
         or (entry.get("author", ""),),
-        categories=tuple(
-            tag.get("label") or tag.get("term") or "" for tag in entry.get("tags", [])
-        ),
-        pictures=(
-            *_widest(m for m in entry.get("media_content", []) if _is_image(m)),
-            *_widest(entry.get("media_thumbnail", [])),
-            *(
-                _Picture(link.get("href", ""))
-                for link in links
-                if link.get("rel") == "enclosure" and (link.get("type") or "").startswith("image/")
-            ),
-        ),
+        categories=own.categories,
+        pictures=(*own.pictures, *enclosures),
         bodies=(*content, summary),
     )
 
@@ -605,15 +720,215 @@ def _is_image(media: Mapping[str, str]) -> bool:
     return (media.get("type") or "image/").startswith("image/")
 
 
-def _widest(media: Iterable[Mapping[str, str]]) -> list[_Picture]:
+def _widest(pictures: Iterable[_Picture]) -> list[_Picture]:
     """Pictures widest first; an empty or missing width sorts last, in document order."""
-    pictures = [
-        _Picture(
-            m.get("url") or "", width=int(m["width"]) if (m.get("width") or "").isdigit() else None
-        )
-        for m in media
-    ]
     return sorted(pictures, key=lambda picture: picture.width or 0, reverse=True)
+
+
+def _pixels(raw: object) -> int | None:
+    """A declared width or height (a number, or digits), else unknown: HuffPost writes width=""."""
+    if isinstance(raw, str) and raw.strip().isdigit():
+        raw = int(raw)
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0 else None
+
+
+_RSS = ("", "http://purl.org/rss/1.0/", "http://my.netscape.com/rdf/simple/0.9/")
+_ATOM = ("http://www.w3.org/2005/Atom", "http://purl.org/atom/ns#")
+_MEDIA = ("http://search.yahoo.com/mrss/", "http://search.yahoo.com/mrss")
+_DC = "http://purl.org/dc/elements/1.1/"
+_FEEDBURNER = "http://rssnamespace.org/feedburner/ext/1.0"
+_XML = "http://www.w3.org/XML/1998/namespace"
+_MEDIA_TEXTS = ("description", "title", "text")  # what describes a picture, best first
+
+
+@dataclass(frozen=True, slots=True)
+class _ItemFacts:
+    """What an item says about itself, in its own child elements."""
+
+    links: tuple[str, ...]  # feedburner:origLink, its own link, a permalink guid: best first
+    categories: tuple[str, ...]  # <category>, dc:subject, Atom categories (not media:keywords)
+    pictures: tuple[_Picture, ...]  # media:content and media:thumbnail, widest first
+
+
+@dataclass(slots=True)
+class _Media:
+    """A media:content or media:thumbnail while it is read; `texts` are its own descriptions."""
+
+    url: str
+    width: int | None
+    height: int | None
+    image: bool
+    texts: dict[str, str]  # media:title / media:text / media:description, as markup
+    group: dict[str, str] | None  # the descriptions of the media:group around it
+
+
+@dataclass(slots=True)
+class _OpenItem:
+    depth: int  # of the item element itself
+    atom: bool  # an Atom entry, not an RSS item: its own links are atom:link elements
+    own_link: str = ""
+    orig_link: str = ""
+    permalink: str = ""
+    categories: list[str] = field(default_factory=list)
+    media: list[_Media] = field(default_factory=list)
+    group: dict[str, str] | None = None  # the open media:group's descriptions
+
+    def facts(self) -> _ItemFacts:
+        pictures = (
+            _Picture(
+                m.url,
+                next((m.texts[k] for k in _MEDIA_TEXTS if m.texts.get(k)), "")
+                or next((m.group[k] for k in _MEDIA_TEXTS if m.group and m.group.get(k)), ""),
+                m.width,
+                m.height,
+            )
+            for m in self.media
+            if m.image
+        )
+        return _ItemFacts(
+            links=(self.orig_link, self.own_link, self.permalink),
+            categories=tuple(self.categories),
+            pictures=tuple(_widest(pictures)),
+        )
+
+
+class _ItemReader(ContentHandler):
+    """Reads each item's own child elements (namespace-aware SAX), in document order."""
+
+    def __init__(self, utf8: bool) -> None:
+        super().__init__()
+        self.utf8 = utf8  # the document is UTF-8: repair text that was encoded twice
+        self.items: list[_ItemFacts] = []
+        self._open: list[tuple[str, str]] = []  # (namespace, name) of each open element
+        self._bases: list[str] = [""]  # xml:base in force, as far as it resolves
+        self._text: list[str] = []
+        self._item: _OpenItem | None = None
+        self._media: _Media | None = None
+        self._html = False  # the open element says type="html"
+        self._permalink = True  # the open element is no guid with isPermaLink="false"
+
+    @classmethod
+    def read(cls, data: bytes, encoding: str, expected: int) -> list[_ItemFacts] | None:
+        """One `_ItemFacts` per item, or None when the document is not well-formed XML.
+
+        feedparser's reading of the encoding is tried when the document's own fails (a
+        Latin-1 feed without a declaration, say). None too when the count differs from
+        feedparser's, so the two readings are never paired wrongly.
+        """
+        # Blank lines before the declaration only upset the strict parser.
+        data = data.removeprefix(codecs.BOM_UTF8).lstrip()
+        for forced in ("", encoding):
+            reader = cls(utf8=(forced or encoding).lower().replace("_", "-") == "utf-8")
+            source = InputSource()
+            source.setByteStream(io.BytesIO(data))
+            if forced:
+                source.setEncoding(forced)
+            try:
+                parser = defusedxml.sax.make_parser()
+                parser.setFeature(feature_namespaces, True)
+                parser.setContentHandler(reader)
+                parser.parse(source)
+            except (SAXException, DefusedXmlException, LookupError, ValueError):
+                continue
+            return reader.items if len(reader.items) == expected else None
+        return None
+
+    def startElementNS(self, name: tuple[str | None, str], qname: str | None, attrs: Any) -> None:
+        space, local = name[0] or "", name[1]
+        base = attrs.get((_XML, "base"))
+        self._bases.append(urljoin(self._bases[-1], base) if base else self._bases[-1])
+        parent = self._open[-1] if self._open else ("", "")
+        self._open.append((space, local))
+        self._text = []
+        # Read when the element ends; the elements they belong to hold only text.
+        self._html = (attrs.get((None, "type")) or "").strip() == "html"
+        self._permalink = (attrs.get((None, "isPermaLink")) or "").strip().lower() != "false"
+        item = self._item
+        if item is None:
+            if (local == "item" and space in _RSS) or (local == "entry" and space in _ATOM):
+                self._item = _OpenItem(len(self._open), atom=local == "entry")
+            return
+        own = len(self._open) == item.depth + 1
+        if own and item.atom and space in _ATOM and local == "link":
+            href = (attrs.get((None, "href")) or "").strip()
+            rel = (attrs.get((None, "rel")) or "alternate").strip()
+            if rel == "alternate" and href and not item.own_link:
+                item.own_link = urljoin(self._bases[-1], href)
+        elif own and space in _ATOM and local == "category":
+            label = attrs.get((None, "label")) or attrs.get((None, "term")) or ""
+            item.categories.append(html.escape(self._repaired(label)))
+        elif own and space in _MEDIA and local == "group":
+            item.group = {}
+        elif space in _MEDIA and local in ("content", "thumbnail"):
+            in_group = parent[0] in _MEDIA and parent[1] == "group"
+            if not (own or in_group or (parent[0] in _MEDIA and parent[1] == "content")):
+                return  # a picture of something else the item mentions
+            medium, kind = attrs.get((None, "medium")) or "", attrs.get((None, "type")) or ""
+            is_image = local == "thumbnail" or _is_image({"medium": medium, "type": kind})
+            url = (attrs.get((None, "url")) or "").strip()
+            self._media = _Media(
+                urljoin(self._bases[-1], url) if url else "",
+                _pixels(attrs.get((None, "width"))),
+                _pixels(attrs.get((None, "height"))),
+                is_image,
+                {},
+                item.group if in_group else None,
+            )
+            item.media.append(self._media)
+
+    def endElementNS(self, name: tuple[str | None, str], qname: str | None) -> None:
+        space, local = name[0] or "", name[1]
+        text = self._repaired("".join(self._text).strip())
+        self._text = []
+        item, depth = self._item, len(self._open)
+        parent = self._open[-2] if depth > 1 else ("", "")
+        self._open.pop()
+        base = self._bases.pop()
+        if item is None:
+            return
+        if depth == item.depth:
+            self.items.append(item.facts())
+            self._item = None
+            return
+        own = depth == item.depth + 1
+        if space in _MEDIA and local in _MEDIA_TEXTS:
+            holder = (
+                self._media.texts
+                if self._media is not None and parent[0] in _MEDIA and parent[1] == "content"
+                else item.group
+                if parent[0] in _MEDIA and parent[1] == "group"
+                else None
+            )
+            if holder is not None and text:
+                holder.setdefault(local, text if self._html else html.escape(text))
+        elif space in _MEDIA and local in ("content", "thumbnail"):
+            self._media = None
+        elif space in _MEDIA and local == "group":
+            item.group = None
+        elif space in _RSS and local == "category" and parent == ("", "categories"):
+            item.categories.append(html.escape(text))  # Macworld wraps them in <categories>
+        elif not own or not text:
+            return
+        elif space in _RSS and local == "link" and not item.own_link:
+            item.own_link = urljoin(base, text)
+        elif space == _FEEDBURNER and local == "origLink":
+            item.orig_link = text
+        elif space in _RSS and local == "guid" and self._permalink:
+            item.permalink = urljoin(base, text)
+        elif (space in _RSS and local == "category") or (space == _DC and local == "subject"):
+            item.categories.append(html.escape(text))
+
+    def characters(self, content: str) -> None:
+        self._text.append(content)
+
+    def _repaired(self, text: str) -> str:
+        """ "EspaÃ±ol" as "Español": UTF-8 taken for Latin-1 and encoded again (feedparser too)."""
+        if not self.utf8:
+            return text
+        try:
+            return text.encode("iso-8859-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return text
 
 
 # --- JSON Feed and WordPress (json) -----------------------------------------------------
@@ -695,17 +1010,61 @@ def _wordpress_entry(post: Mapping[str, Any], timezone: ZoneInfo) -> _Entry:
         summary=_rendered(post, "excerpt") or content,
         # date_gmt is UTC written without a zone; date is the site's clock, its zone unknown.
         published=_time(post.get("date_gmt"), UTC) or _time(post.get("date"), timezone),
-        bylines=tuple(_string(a.get("name")) for a in _dicts(embedded.get("author"))),
+        bylines=_wordpress_authors(embedded),
         categories=tuple(
             _string(term.get("name"))
             for group in _items(embedded.get("wp:term"))
             for term in _dicts(group)
-            if term.get("taxonomy") == "category"
+            if term.get("taxonomy") in ("category", "post_tag")
         ),
-        pictures=(_Picture(_string(media.get("source_url")), _string(media.get("alt_text"))),),
+        pictures=(_wordpress_picture(media),),
         bodies=(content,),
         base=link if _http_url(link, "") else "",
     )
+
+
+def _wordpress_authors(embedded: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every author, in order: co-author plugins' `author` terms, else the post's own author.
+
+    Co-Authors Plus names a term after the user's nicename ("amara-okafor", slug
+    "cap-amara-okafor"); the embedded user of that nicename gives the display name, and a
+    guest author without one gets the nicename's words. PublishPress Authors names terms
+    with the display name itself.
+    """
+    users = {
+        _string(user.get("slug")): _string(user.get("name"))
+        for user in _dicts(embedded.get("author"))
+    }
+    names = []
+    for group in _items(embedded.get("wp:term")):
+        for term in _dicts(group):
+            if term.get("taxonomy") != "author":
+                continue
+            name, slug = _string(term.get("name")), _string(term.get("slug"))
+            nicename = slug.removeprefix("cap-")
+            if slug.startswith("cap-") and name == nicename:
+                name = users.get(nicename) or " ".join(w.capitalize() for w in name.split("-"))
+            names.append(name)
+    return tuple(names) or tuple(name for name in users.values())
+
+
+def _wordpress_picture(media: Mapping[str, Any]) -> _Picture:
+    """Featured media with every size WordPress made of it (thumbnail, medium, large, ...)."""
+    details = media.get("media_details")
+    details = details if isinstance(details, dict) else {}
+    url = _string(media.get("source_url"))
+    width, height = _pixels(details.get("width")), _pixels(details.get("height"))
+    offered = details.get("sizes")
+    sizes = [
+        ImageSize(_string(size.get("source_url")), w, _pixels(size.get("height")))
+        for size in (offered.values() if isinstance(offered, dict) else ())
+        if isinstance(size, dict) and (w := _pixels(size.get("width")))
+    ]
+    if width:
+        sizes.append(ImageSize(url, width, height))
+    # alt_text is plain text; the caption is HTML (a <p>, maybe a link).
+    alt = html.escape(_string(media.get("alt_text")).strip()) or _rendered(media, "caption")
+    return _Picture(url, alt, width, height, tuple(sizes))
 
 
 def _rendered(post: Mapping[str, Any], key: str) -> str:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from digest.archive import MIGRATIONS, Archive, UpsertCounts
 from digest.errors import ArchiveError
-from digest.models import Article, FetchState, Image, Issue, Period, Section
+from digest.models import Article, FetchState, Image, ImageSize, Issue, Period, Section
 
 NEW_YORK = ZoneInfo("America/New_York")
 WEEK = Period(
@@ -238,7 +238,20 @@ def test_every_article_field_round_trips(archive: Archive) -> None:
         excerpt=st.text(),
         bylines=st.lists(st.text(min_size=1).filter(lambda s: "\x1f" not in s)).map(tuple),
         categories=st.lists(st.text(min_size=1).filter(lambda s: "\x1f" not in s)).map(tuple),
-        image=st.none() | st.builds(Image, url=st.text(), alt=st.text()),
+        image=st.none()
+        | st.builds(
+            Image,
+            url=st.text(),
+            alt=st.text(),
+            sizes=st.lists(
+                st.builds(
+                    ImageSize,
+                    url=st.text(),
+                    width=st.integers(1, 10_000),
+                    height=st.none() | st.integers(1, 10_000),
+                )
+            ).map(tuple),
+        ),
         date_estimated=st.booleans(),
     )
 )

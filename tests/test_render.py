@@ -16,13 +16,14 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from babel.messages.extract import extract_from_dir, extract_from_file
 from babel.messages.pofile import read_po
-from example_issue import READER, ZONE, example_project, synthetic_issue
+from example_issue import NOW, READER, ZONE, example_project, synthetic_issue
 from lxml import html as lxml_html
 
 from digest import inline, pipeline, render
-from digest.config import Config, TrackingSettings
+from digest.config import Config, SourceConfig, TrackingSettings
 from digest.errors import TemplateError
 from digest.models import Article, Image, Issue, Period, Section
+from digest.sources import parse_wordpress_posts
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates" / "email"
@@ -91,6 +92,53 @@ def test_cards_show_bylines_and_localised_dates(example: tuple[Config, Issue]) -
     assert "Lucía Ferreira and Tomás Reyes · November 19, 2026" in metas
     assert metas[0] == "Marisol Vega · November 22, 2026"  # the featured story
     assert len(metas) == len(issue.articles)
+
+
+@pytest.mark.parametrize(
+    ("language", "byline"),
+    [("en", "Ana Pérez, Bo Li, and Cy Wu"), ("es", "Ana Pérez, Bo Li y Cy Wu")],  # CLDR's lists
+)
+def test_several_authors_are_joined_in_the_newsletters_language(
+    example: tuple[Config, Issue], language: str, byline: str
+) -> None:
+    """Co-authors read as a list in each shipped language, in the order the source gave."""
+    config, issue = example
+    first = issue.sections[0].articles[0]
+    authored = dataclasses.replace(first, bylines=("Ana Pérez", "Bo Li", "Cy Wu"))
+    section = dataclasses.replace(issue.sections[0], articles=(authored,))
+    issue = dataclasses.replace(issue, featured=None, sections=(section,))
+    metas = [text_of(p) for p in parse(build(config, issue, language).html).find_class("meta")]
+    assert metas[0].startswith(f"{byline} · ")
+
+
+IMAGE_BUDGET = 1_500_000  # bytes of pictures one issue of 15 cards may make a reader download
+
+
+def test_pictures_are_the_offered_size_for_their_slot_and_an_issue_stays_within_budget(
+    example: tuple[Config, Issue],
+) -> None:
+    """With WordPress sizes on offer, 15 cards and a top story download well under 1.5 MB."""
+    config, issue = example
+    shape = ROOT / "tests" / "fixtures" / "shapes" / "wordpress-coauthors.json"
+    source = SourceConfig(name="harbour", url="https://harbourlights.example.org")
+    posts = [shape.read_bytes()]
+    (story, _), _ = parse_wordpress_posts(
+        posts, source=source, base_url="", timezone=ZONE, now=NOW, excerpt_length=200
+    )
+    media = json.loads(posts[0])[0]["_embedded"]["wp:featuredmedia"][0]["media_details"]
+    bytes_of = {size["source_url"]: size["filesize"] for size in media["sizes"].values()}
+    copies = [
+        dataclasses.replace(story, id=f"{story.id}-{n}", url=f"{story.url}?copy={n}")
+        for n in range(16)
+    ]
+    section = Section("News", tuple(copies[1:]))
+    issue = dataclasses.replace(issue, featured=copies[0], sections=(section,))
+    doc = parse(build(config, issue).html)
+    sources = [img.get("src", "") for img in doc.iter("img") if "/uploads/" in img.get("src", "")]
+    assert len(sources) == 16
+    assert sources[0].endswith("terminal-1536x1024.jpg")  # 552 px wide: at least 1,104
+    assert all(src.endswith("terminal-300x200.jpg") for src in sources[1:])  # 120 px: 240
+    assert sum(bytes_of[src] for src in sources) < IMAGE_BUDGET
 
 
 def test_document_declares_language_title_colour_schemes_and_no_scripts(

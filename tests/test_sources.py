@@ -19,9 +19,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from digest import sources
-from digest.config import CollectSettings, SourceConfig, SourceType
+from digest.config import CollectSettings, SourceConfig, SourceType, TrackingSettings
 from digest.errors import SourceError
-from digest.models import Article, FetchState, Image
+from digest.models import Article, FetchState, Image, ImageSize
+from digest.render import tracked
 from digest.sources import SourceResult, collect, parse_feed, parse_wordpress_posts
 
 ZONE = ZoneInfo("America/Toronto")
@@ -29,6 +30,7 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SETTINGS = CollectSettings(timeout=5.0)
 FEEDS = FIXTURES / "feeds"
 WORDPRESS = FIXTURES / "wordpress"
+SHAPES = FIXTURES / "shapes"  # small documents of our own, one real-world shape each
 
 # Nine levels of ten: a billion "lol"s if anything expanded it.
 ENTITY_BOMB = (
@@ -68,6 +70,10 @@ def read(data: bytes | str, *, base_url: str = "") -> tuple[list[Article], list[
     )
 
 
+def shape(name: str) -> bytes:
+    return (SHAPES / name).read_bytes()
+
+
 def articles(data: bytes | str, *, base_url: str = "") -> list[Article]:
     return read(data, base_url=base_url)[0]
 
@@ -105,6 +111,17 @@ def test_wordpress_rss_gives_every_item_with_byline_category_and_a_clean_excerpt
     for article in found:
         assert "[…]" not in article.excerpt and "appeared first on" not in article.excerpt
         assert len(article.excerpt) <= 280
+
+
+# Where each real feed's articles linked when the links were first checked by hand.
+PINNED_URLS = json.loads((FIXTURES / "feeds-article-urls.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_URLS))
+def test_real_feeds_keep_linking_where_they_did(name: str) -> None:
+    """Every real feed's articles keep the URLs they had, in order."""
+    base = "https://www.qemu.org/feed.xml" if name.startswith("jekyll") else ""
+    assert [a.url for a in articles(name, base_url=base)] == PINNED_URLS[name]
 
 
 def test_rss_090_without_dates_gives_articles_dated_now_and_marked_estimated() -> None:
@@ -216,7 +233,8 @@ def test_gravatar_media_content_never_becomes_the_image() -> None:
     """TechCrunch lists the author's gravatar as media:content; the article picture wins."""
     found = articles("wpcom-techcrunch-2011-media.xml")
     assert found[0].image == Image(
-        "http://tctechcrunch2011.files.wordpress.com/2011/11/angies-list.jpeg?w=150"
+        "http://tctechcrunch2011.files.wordpress.com/2011/11/angies-list.jpeg?w=150",
+        "angies-list",  # its media:title
     )
     assert not any(a.image and "gravatar.com" in a.image.url for a in found)
 
@@ -542,8 +560,9 @@ def test_wordpress_posts_become_articles_with_authors_categories_and_featured_im
     assert plan.title == "Council’s harbour plan: what changes on Pier 4"
     assert plan.published == datetime(2024, 5, 14, 22, 30, tzinfo=UTC)  # date_gmt
     assert plan.bylines == ("Amara Okafor",)
-    assert plan.categories == ("City Hall", "Harbour & Waterfront")  # tags are not categories
-    assert plan.image == Image(
+    assert plan.categories == ("City Hall", "Harbour & Waterfront", "ferries", "Pier 4")
+    assert plan.image is not None
+    assert (plan.image.url, plan.image.alt) == (
         "https://harbourlights.example.org/wp-content/uploads/2024/05/ferry-terminal.jpg",
         "The ferry terminal at dusk, seen from the breakwater",
     )
@@ -789,3 +808,181 @@ def test_a_local_feed_file_larger_than_max_bytes_fails_as_a_download_would(
     result = run([config], settings=CollectSettings(max_bytes=2048))[0]
     assert result.error == f"{big} is larger than 2048 bytes (hint: raise collect.max_bytes)"
     assert run([config], settings=CollectSettings())[0].articles
+
+
+# --- Real-world shapes -------------------------------------------------------------------
+
+
+def test_characters_xml_forbids_are_removed_so_the_whole_feed_reads_without_warning() -> None:
+    """A raw U+0007 and a &#7; reference do not cut the feed short or warn on every collect."""
+    found, warnings = read(shape("rss-forbidden-characters.xml"))
+    assert warnings == []
+    assert [a.title for a in found] == ["Bell ringer", "Second story", "Third story"]
+    assert found[0].excerpt == "The bell rang twice."
+
+
+def test_an_rss_item_links_to_its_own_link_never_to_the_stories_nested_in_it() -> None:
+    """Related-story <atom:link href title> inside an <item> are not its URL, before or after."""
+    found = articles(shape("rss-nested-links.xml"))
+    assert [a.url for a in found] == [
+        "https://news.example.org/2026/11/harbour-plan.html",
+        "https://news.example.org/2026/11/related-first.html",
+        "https://news.example.org/2026/11/guid-only.html",  # the permalink guid
+    ]
+
+
+def test_an_atom_entry_links_to_its_first_own_alternate_link() -> None:
+    """rel="related" and the links of <source> are not the entry's; the first alternate is."""
+    (entry,) = articles(shape("atom-entry-links.xml"))
+    assert entry.url == "https://blog.example.org/2026/two-alternates/"
+
+
+def test_feedburner_items_link_to_the_original_and_tracking_goes_on_it() -> None:
+    """feedburner:origLink is the URL, never the feedproxy.google.com redirect."""
+    (story,) = articles(shape("rss-feedburner.xml"))
+    assert story.url == "https://www.example.org/2026/11/18/proxied-story/"
+    utm = TrackingSettings(utm_source="digest", utm_medium="email")
+    assert tracked(story.url, utm, "2026-w47") == (
+        "https://www.example.org/2026/11/18/proxied-story/?utm_source=digest&utm_medium=email"
+    )
+
+
+def test_categories_are_the_items_own_and_media_keywords_are_not_among_them() -> None:
+    """<category> and dc:subject are categories; media:keywords only describe the media."""
+    first = articles(shape("rss-media-sizes.xml"))[0]
+    assert first.categories == ("Economía", "Transporte")
+
+
+def wordpress(name: str) -> tuple[list[Article], list[str]]:
+    """parse_wordpress_posts on one page of posts from tests/fixtures/shapes/."""
+    source = SourceConfig(name="harbour", url="https://harbourlights.example.org")
+    return parse_wordpress_posts(
+        [shape(name)], source=source, base_url="", timezone=ZONE, now=NOW, excerpt_length=280
+    )
+
+
+def test_wordpress_categories_are_the_terms_of_the_category_and_tag_taxonomies() -> None:
+    """Category and post_tag terms are categories; author terms are not."""
+    terminal, pier = wordpress("wordpress-coauthors.json")[0]
+    assert terminal.categories == ("Harbour & Waterfront", "Ferries", "Pier 4")
+    assert pier.categories == ("Harbour & Waterfront",)
+
+
+def test_wordpress_co_authors_are_every_author_term_in_order() -> None:
+    """Co-Authors Plus and PublishPress Authors terms give every author, display names first."""
+    terminal, pier = wordpress("wordpress-coauthors.json")[0]
+    assert terminal.bylines == ("Amara Okafor", "Joao Silva")  # a guest author: nicename words
+    assert pier.bylines == ("Ana Pérez", "Bo Li", "Cy Wu")
+
+
+def test_several_creator_elements_are_several_authors() -> None:
+    """Two dc:creator elements are two authors, in order."""
+    assert articles(shape("rss-media-sizes.xml"))[1].bylines == ("Ana Pérez", "Bo Li")
+
+
+def test_one_creator_listing_names_with_commas_is_split_where_the_parts_are_names() -> None:
+    """ "Francesco Manetto,Javier Lafuente" is two people; "Lafuente, Javier" stays one."""
+    found = articles(shape("rss-media-sizes.xml"))
+    assert found[0].bylines == ("Francesco Manetto", "Javier Lafuente")
+    assert found[2].bylines == ("Lafuente, Javier",)
+    assert sources._names("Ana de la Torre; Bo van Dijk") == ["Ana de la Torre", "Bo van Dijk"]
+    assert sources._names("Reuters, 2026") == ["Reuters, 2026"]
+
+
+def test_wordpress_posts_without_embedded_come_through_with_a_warning_saying_what_is_missing(
+    http_server: HttpServer,
+) -> None:
+    """A WordPress answer without _embedded still gives its posts, and a warning names the loss."""
+    # As a cache that ignores the query string serves it.
+    http_server.respond(
+        "/cached/wp-json/wp/v2/posts",
+        shape("wordpress-no-embed.json"),
+        Content_Type="application/json",
+        X_WP_TotalPages="1",
+    )
+    result = one(http_server, "/cached", "wordpress")
+    assert [a.title for a in result.articles] == ["Posted without embedding", "Also without"]
+    assert all(a.bylines == () and a.categories == () for a in result.articles)
+    (warning,) = result.warnings
+    assert warning.startswith("2 of 2 WordPress posts came without _embedded")
+    assert "bylines, categories or featured pictures" in warning
+
+
+def test_alt_text_is_the_pictures_own_description_or_caption_else_empty() -> None:
+    """media:description (HTML made plain), WordPress alt_text, else its caption; never made up."""
+    terminal, pier, last = articles(shape("rss-media-sizes.xml"))
+    assert terminal.image is not None and pier.image is not None and last.image is not None
+    assert terminal.image.alt == "La terminal de ferris, vista desde el espigón al atardecer"
+    assert pier.image.alt == "Ana and Bo at the pier"  # the media:group's, markup removed
+    assert last.image.alt == ""
+    wp_terminal, wp_pier = wordpress("wordpress-coauthors.json")[0]
+    assert wp_terminal.image is not None and wp_pier.image is not None
+    assert wp_terminal.image.alt == "The ferry terminal at dusk, from the breakwater"  # caption
+    assert wp_pier.image.alt == "Three people on the pier"  # alt_text
+
+
+def test_pictures_carry_every_size_the_site_offers() -> None:
+    """media:content sizes and WordPress media_details.sizes arrive narrowest first."""
+    terminal = articles(shape("rss-media-sizes.xml"))[0]
+    assert terminal.image is not None
+    assert terminal.image.url == "https://img.example.org/terminal-4000.jpg"
+    assert [s.width for s in terminal.image.sizes] == [150, 300, 1200, 1600, 4000]
+    wp_terminal = wordpress("wordpress-coauthors.json")[0][0]
+    assert wp_terminal.image is not None
+    assert wp_terminal.image.url.endswith("/2026/11/terminal.jpg")  # the original
+    assert [s.width for s in wp_terminal.image.sizes] == [150, 300, 768, 1024, 1536, 2048, 6000]
+    assert wp_terminal.image.sizes[1] == ImageSize(
+        "https://harbourlights.example.org/wp-content/uploads/2026/11/terminal-300x200.jpg",
+        300,
+        200,
+    )
+
+
+@pytest.mark.parametrize(
+    ("slot", "width"),
+    [(120, 300), (552, 1200), (1000, 4000), (3000, 4000)],
+)
+def test_a_slot_gets_the_smallest_size_twice_its_width_else_the_largest(
+    slot: int, width: int
+) -> None:
+    """Sharp on phones without downloading the original: 2x the slot, else the widest."""
+    image = articles(shape("rss-media-sizes.xml"))[0].image
+    assert image is not None
+    assert image.url_for(slot) == f"https://img.example.org/terminal-{width}.jpg"
+    assert Image("https://img.example.org/only.jpg").url_for(slot).endswith("only.jpg")
+
+
+def test_a_feed_only_the_lenient_parser_reads_still_links_to_each_items_first_link() -> None:
+    """Malformed XML (a bare "&") gets feedparser's first alternate link, not its last."""
+    broken = shape("rss-nested-links.xml").replace(b"Harbour plan", b"Harbour & plan")
+    found, warnings = read(broken)
+    assert warnings[0].startswith("malformed XML")
+    assert found[0].url == "https://news.example.org/2026/11/harbour-plan.html"
+    (story,) = articles(shape("rss-feedburner.xml").replace(b"Proxied story", b"Proxied & story"))
+    assert story.url == "https://www.example.org/2026/11/18/proxied-story/"
+
+
+def test_categories_wrapped_in_a_categories_element_are_the_items_own() -> None:
+    """Macworld wraps each item's <category> elements in a non-standard <categories>."""
+    found = articles("news-macworld-enclosure-leading-blank.rss")
+    assert found[0].categories == ("Connected Home", "Bluetooth", "Home Tech")
+    assert any(a.bylines == ("Macworld Staff", "Glenn Fleishman") for a in found)
+
+
+def test_text_encoded_twice_as_utf_8_is_repaired_in_categories() -> None:
+    """rss.com writes the category "EspaÃ±ol" (UTF-8 read as Latin-1): it reads "Español"."""
+    found = articles("wp-rsscom-blog-wp6.1-100items.xml")
+    assert any("Español" in a.categories for a in found)
+    assert not any("Ã" in name for a in found for name in a.categories)
+
+
+def test_an_empty_link_under_xml_base_is_no_link_and_a_sizeless_media_is_no_picture() -> None:
+    """xml:base alone is not the article's URL, nor a picture's: the permalink guid is."""
+    (found,) = articles(
+        rss(
+            '<item xml:base="https://example.org/section/"><title>t</title><link></link>'
+            '<guid>https://example.org/a</guid><media:content medium="image"/></item>'
+        )
+    )
+    assert found.url == "https://example.org/a"
+    assert found.image is None
