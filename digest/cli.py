@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import socket
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -90,15 +91,43 @@ class DigestGroup(click.Group):
 
 
 class DateParam(click.ParamType[date, str]):
+    """A day within FIRST_DAY..LAST_DAY: a period's ends, a day and a time zone away from
+    them, and MAX_DAYS before them stay within what datetime holds (years 1 to 9999)."""
+
     name = "DATE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
         if isinstance(value, date):
             return value
         try:
-            return date.fromisoformat(str(value))
+            day = date.fromisoformat(str(value))
         except ValueError:
             self.fail(f"{value!r} is not a date like 2026-11-22", param, ctx)
+        if not FIRST_DAY <= day <= LAST_DAY:
+            self.fail(f"{value!r} is not between {FIRST_DAY} and {LAST_DAY}", param, ctx)
+        return day
+
+
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(9998, 12, 31)
+MAX_DAYS = 36525  # a century
+
+
+class HostParam(click.ParamType[str, str]):
+    """An address or a name this machine resolves: waitress would fail on anything else with
+    a ValueError, after the command started."""
+
+    name = "HOST"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        host = str(value)
+        try:
+            socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (OSError, UnicodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            self.fail(
+                f"{host!r} is not an address or a name this machine resolves ({reason})", param, ctx
+            )
+        return host
 
 
 def period_options(command: F) -> F:
@@ -106,7 +135,11 @@ def period_options(command: F) -> F:
 
     @click.option("--since", type=DateParam(), help="First day of the period (inclusive).")
     @click.option("--until", type=DateParam(), help="Last day of the period (inclusive).")
-    @click.option("--days", type=click.IntRange(min=1), help="The N days up to --until, or to now.")
+    @click.option(
+        "--days",
+        type=click.IntRange(min=1, max=MAX_DAYS),
+        help="The N days up to --until, or to now.",
+    )
     @functools.wraps(command)
     def wrapper(
         *args: Any, since: date | None, until: date | None, days: int | None, **kw: Any
@@ -262,7 +295,13 @@ def build(
 
 
 @cli.command()
-@click.option("--host", default=web.DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option(
+    "--host",
+    type=HostParam(),
+    default=web.DEFAULT_HOST,
+    show_default=True,
+    help="Address to listen on.",
+)
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -342,7 +381,9 @@ def preview_issue(
     metavar="ADDR",
     help="Send only a [TEST] copy to ADDR (repeatable); not recorded as the issue's send.",
 )
-@click.option("--limit", type=click.IntRange(min=1), help="Send at most N messages this run.")
+@click.option(
+    "--limit", type=click.IntRange(1, sys.maxsize), help="Send at most N messages this run."
+)
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),

@@ -155,6 +155,27 @@ def test_a_malformed_date_is_a_usage_error(starter: Path) -> None:
     assert "'last monday' is not a date like 2026-11-22" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["build", "--days", "100000000"], "Invalid value for '--days'"),
+        (["build", "--since", "9999-12-30", "--until", "9999-12-31"], "'9999-12-30' is not"),
+        (["build", "--until", "9999-12-31"], "'9999-12-31' is not between"),
+        (["send", "--since", "0001-01-01", "--dry-run"], "'0001-01-01' is not between"),
+        (["send", "--limit", "99999999999999999999", "--dry-run"], "Invalid value for '--limit'"),
+        (["serve", "--host", "999.1.1.1"], "'999.1.1.1' is not an address or a name"),
+    ],
+)
+def test_an_option_beyond_what_digest_can_hold_is_a_usage_error(
+    starter: Path, args: list[str], said: str
+) -> None:
+    """A date, a day count or a host digest could not use is exit 2 with click's error line,
+    before the command starts (not an overflow, exit 70)."""
+    result = run("--config", starter, *args)
+    assert result.exit_code == 2, result.output
+    assert said in result.stderr.splitlines()[-1]
+
+
 def test_days_with_since_is_refused(starter: Path) -> None:
     """Two ways of naming the period at once is an error, not a guess."""
     result = run("--config", starter, "build", "--offline", "--days", "3", "--since", "2026-11-16")
