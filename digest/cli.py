@@ -37,11 +37,13 @@ from digest import (
 )
 from digest.config import Config, is_loopback, load_config
 from digest.errors import (
+    ECHOED,
     ConfigError,
     DigestError,
     PartialDelivery,
     SubscriberFileError,
     TokenError,
+    echoed,
 )
 from digest.models import SubscriberStatus, email_key
 
@@ -468,6 +470,8 @@ def show_send_outcome(app: App, outcome: pipeline.SendOutcome, *, what: str = ""
         f"in {report.elapsed:.1f}s ({report.per_second:.1f} messages/s"
         + (f", {outcome.processes} processes)" if outcome.processes > 1 else ")")
     )
+    for _, line in not_sent_lines(outcome, every=app.verbose):
+        click.echo(line, err=True)
     if report.failed or report.unknown:
         raise PartialDelivery(
             f"{report.failed:,} failed, {report.unknown:,} unknown",
@@ -477,6 +481,27 @@ def show_send_outcome(app: App, outcome: pipeline.SendOutcome, *, what: str = ""
 
 
 LOG_EVERY = 1000  # messages between progress lines when stderr is not a terminal
+NAMED = 20  # readers a summary names, unless -v
+
+
+def not_sent_lines(outcome: pipeline.SendOutcome, *, every: bool = False) -> list[tuple[str, str]]:
+    """("skipped", a line naming the readers skipped) and ("failed", one naming those failed),
+    each with the reason: the first NAMED of each, or `every` one."""
+    lines = []
+    for verb, readers in (("skipped", outcome.skipped_readers), ("failed", outcome.failed_readers)):
+        if not readers:
+            continue
+        shown = readers if every else readers[:NAMED]
+        named = ", ".join(f"{_shown_address(address)} ({why})" for address, why in shown)
+        more = len(readers) - len(shown)
+        rest = f", and {more:,} more (-v names every one)" if more else ""
+        noun = "reader" if len(readers) == 1 else "readers"
+        lines.append((verb, f"{verb} {len(readers):,} {noun}: {named}{rest}"))
+    return lines
+
+
+def _shown_address(address: str) -> str:
+    return address if len(address) <= ECHOED and address.isprintable() else echoed(address)
 
 
 @contextlib.contextmanager
@@ -757,6 +782,11 @@ def run_scheduled(app: App, log_file: Path | None, as_json: bool) -> None:
             unknown=report.unknown,
             skipped=report.skipped,
         )
+        # A failed copy needs a look; a reader skipped (nothing in their sections, most often)
+        # is shown with -v and kept in the log file.
+        for verb, line in not_sent_lines(sent, every=app.verbose):
+            level = "warning" if verb == "failed" else "info"
+            log.event(level, verb, f"{sent.issue_id}: {line}", issue=sent.issue_id)
     if outcome.status != "sent":
         log.event("info", outcome.status, outcome.reason, issue=outcome.issue_id)
     failed = sum(s.report.failed for s in outcome.sends)

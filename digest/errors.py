@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+ECHOED = 60  # characters of a user's value an error message repeats
+
+
+def echoed(value: str) -> str:
+    """`value` quoted for an error message, its first ECHOED characters only when longer (and
+    its length): a 10,000-character address must not fill the terminal."""
+    if len(value) <= ECHOED:
+        return repr(value)
+    return f"{value[:ECHOED]!r}… ({len(value):,} characters)"
+
 
 class DigestError(Exception):
     """A problem the user can fix; the CLI shows it as one line."""

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -370,6 +370,9 @@ class SendOutcome:
     composed: int = 0  # dry run: copies composed
     sample: bytes | None = None  # dry run: the first copy, as it would be sent
     processes: int = 1  # how many processes delivered it
+    # (address, why) for each subscribed reader this run gave no copy, and each copy it failed
+    skipped_readers: tuple[tuple[str, str], ...] = ()
+    failed_readers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,8 +442,9 @@ def _deliver_issue(
         frozen = _freeze(book, composer, renderer, file, options, now=now)
         pending = book.counts(issue.id).pending
         total = pending if options.limit is None else min(pending, options.limit)
-        skipped: list[str] = []
+        skipped: list[tuple[str, str]] = []
         bounced: list[str] = []
+        started = datetime.now(UTC)
         on_progress = (
             None
             if progress is None
@@ -469,6 +473,11 @@ def _deliver_issue(
             if config.send.mark_bounced:
                 file.set_statuses(bounced, SubscriberStatus.BOUNCED, at=now)
         complete = book.counts(issue.id).pending == 0
+        failed = tuple(
+            (row.address, row.reply_text or "")
+            for row in book.rows(issue.id, ledger.RowState.FAILED)
+            if row.finished_at is not None and row.finished_at >= started
+        )
     if complete:
         with Archive.open(config.archive_path) as archive:
             archive.mark_sent(issue.id, sent_at=now)
@@ -482,6 +491,8 @@ def _deliver_issue(
         ),
         outbox=settings.path if isinstance(settings, sender.Outbox) else None,
         processes=processes,
+        skipped_readers=tuple(skipped),
+        failed_readers=failed,
     )
 
 
@@ -507,7 +518,7 @@ def send_test_copies(
     ]
     composer = message.Composer(config, issue, _Renderer(config, issue), now=now, test_copy=True)
     settings = sender.read_settings(config.env, root=config.root)
-    skipped: list[str] = []
+    skipped: list[tuple[str, str]] = []
     with Ledger.open(Path(":memory:")) as scratch:  # the sender's bookkeeping, then dropped
         scratch.freeze(issue.id, variants={}, recipients=recipients, at=now)
         report = asyncio.run(
@@ -519,10 +530,16 @@ def send_test_copies(
                 issue_id=issue.id,
             )
         )
+        failed = tuple(
+            (row.address, row.reply_text or "")
+            for row in scratch.rows(issue.id, ledger.RowState.FAILED)
+        )
     return SendOutcome(
         issue_id=issue.id,
         report=replace(report, skipped=report.skipped + len(skipped)),
         outbox=settings.path if isinstance(settings, sender.Outbox) else None,
+        skipped_readers=tuple(skipped),
+        failed_readers=failed,
     )
 
 
@@ -565,13 +582,13 @@ class _ShardTask:
 
 @dataclass(frozen=True, slots=True)
 class _ShardResult:
-    skipped: tuple[str, ...]  # readers of this share who get no copy
+    skipped: tuple[tuple[str, str], ...]  # readers of this share who get no copy, and why
 
 
 def _deliver_in_shards(
     task: _ShardTask,
     processes: int,
-    skipped: list[str],
+    skipped: list[tuple[str, str]],
     bounced: list[str],
     on_progress: Callable[[sender.SendReport], None] | None,
 ) -> sender.SendReport:
@@ -614,7 +631,7 @@ def _deliver_shard(task: _ShardTask, shard: shards.Shard) -> _ShardResult:
     composer = message.Composer(config, issue, renderer, now=task.now)
     readers = SubscriberFile(config.subscribers_path).shard(shard.index, shard.count)
     limit = task.options.limit
-    skipped: list[str] = []
+    skipped: list[tuple[str, str]] = []
     # The tallies the parent adds up: the last progress report, then the final one.
     last = sender.SendReport(0, 0, 0, 0, 0, (), 0.0)
 
@@ -833,18 +850,21 @@ def _dry_run(config: Config, issue: Issue, file: SubscriberFile, *, now: datetim
 
 
 def _jobs(
-    items: Iterator[message.Composed | message.Skipped], skipped: list[str]
+    items: Iterator[message.Composed | message.Skipped], skipped: list[tuple[str, str]]
 ) -> Iterator[sender.Job]:
     """The composed copies as delivery jobs; each reader who gets none goes to `skipped`."""
     for item in items:
         if isinstance(item, message.Skipped):
-            skipped.append(item.email)
+            skipped.append((item.email, item.reason))
         else:
             yield sender.Job(item.address, item.data, item.message_id, item.dot_free)
 
 
 def _pending_copies(
-    composer: message.Composer, book: Ledger, readers: Iterator[Subscriber], skipped: list[str]
+    composer: message.Composer,
+    book: Ledger,
+    readers: Iterator[Subscriber],
+    skipped: list[tuple[str, str]],
 ) -> Iterator[sender.Job]:
     """The copy of each subscribed reader whose row is pending, to the address frozen for it;
     readers with a bad address or nothing in their sections go to `skipped`."""
@@ -863,22 +883,25 @@ def _pending_copy(
     book: Ledger,
     subscriber: Subscriber,
     known: Mapping[str, tuple[ledger.RowState, str]],
-    skipped: list[str],
+    skipped: list[tuple[str, str]],
 ) -> sender.Job | None:
     """This reader's copy if their row is pending (`known`: their rows, looked up ahead)."""
     found = known.get(email_key(subscriber.email))
     if found is None:  # not frozen for them, or frozen under the address's checked form
         address = _address(composer, subscriber)
         if address is None:
-            skipped.append(subscriber.email)
+            skipped.append((subscriber.email, NOT_AN_ADDRESS))
             return None
         found = book.copy_of(composer.issue.id, address)
-    if composer.skip_reason(subscriber) is not None:
-        skipped.append(subscriber.email)
+    if (reason := composer.skip_reason(subscriber)) is not None:
+        skipped.append((subscriber.email, reason))
     elif found is not None and found[0] is ledger.RowState.PENDING:
         copy = composer.compose_to(subscriber, found[1])
         return sender.Job(copy.address, copy.data, copy.message_id, copy.dot_free)
     return None
+
+
+NOT_AN_ADDRESS = "not a valid address (`digest subscribers validate` says why)"
 
 
 def _deliverable(composer: message.Composer, file: SubscriberFile) -> Iterator[Subscriber]:
