@@ -37,7 +37,6 @@ from digest import (
 )
 from digest.config import Config, is_loopback, load_config
 from digest.errors import (
-    ECHOED,
     ConfigError,
     DigestError,
     PartialDelivery,
@@ -501,7 +500,7 @@ def not_sent_lines(outcome: pipeline.SendOutcome, *, every: bool = False) -> lis
 
 
 def _shown_address(address: str) -> str:
-    return address if len(address) <= ECHOED and address.isprintable() else echoed(address)
+    return echoed(address, quoted=not address.isprintable())
 
 
 @contextlib.contextmanager
@@ -1024,7 +1023,9 @@ def unsubscribe(app: App, email: str | None, token: str | None) -> None:
     if token is not None:
         named = reader_of(app.config, token)
         if email is not None and email_key(email) != email_key(named):
-            raise click.BadParameter(f"the token is for {named}, not {email}", param_hint="EMAIL")
+            raise click.BadParameter(
+                f"the token is for {named}, not {echoed(email, quoted=False)}", param_hint="EMAIL"
+            )
         email = named
     elif email is None:
         raise click.UsageError("give EMAIL, or --token TOKEN")
@@ -1052,7 +1053,7 @@ def unsubscribe_address(app: App, email: str) -> None:
     rows = file.matching(email)
     if not rows:
         raise SubscriberFileError(
-            f"{email} is not on the list",
+            f"{echoed(email, quoted=False)} is not on the list",
             where=file.path.name,
             hint="`digest subscribers list` shows who is",
         )
@@ -1075,7 +1076,9 @@ def remove(app: App, email: str, yes: bool) -> None:
     """
     file = _subscriber_file(app)
     if not file.matching(email):
-        raise SubscriberFileError(f"{email} is not on the list", where=file.path.name)
+        raise SubscriberFileError(
+            f"{echoed(email, quoted=False)} is not on the list", where=file.path.name
+        )
     if not yes:
         click.confirm(f"Delete {email} from {file.path.name}?", abort=True, err=True)
     removed = file.remove(email)
@@ -1136,7 +1139,10 @@ def import_subscribers(app: App, source: Path, platform: str, dry_run: bool) -> 
     report = file.merge(read.incoming, dry_run=dry_run)
     would = "would " if dry_run else ""
     verbs = {"add": f"{would}add", "update": f"{would}update", "skip": "skip"}
-    lines = [f"skip line {r.line} ({r.email or 'no address'}): {r.reason}" for r in read.rejected]
+    lines = [
+        f"skip line {r.line} ({echoed(r.email, quoted=False) or 'no address'}): {r.reason}"
+        for r in read.rejected
+    ]
     for entry in report.entries:
         lines.append(f"{verbs[entry.action]} {entry.email} (line {entry.line}): {entry.detail}")
     skipped = report.count("skip") + len(read.rejected)

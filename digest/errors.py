@@ -7,12 +7,14 @@ from collections.abc import Callable
 ECHOED = 60  # characters of a user's value an error message repeats
 
 
-def echoed(value: str) -> str:
-    """`value` quoted for an error message, its first ECHOED characters only when longer (and
-    its length): a 10,000-character address must not fill the terminal."""
+def echoed(value: str, *, quoted: bool = True) -> str:
+    """`value` for an error message, quoted (repr) unless not `quoted`, its first ECHOED
+    characters only when longer, and its length: a 10,000-character address must not fill
+    the terminal."""
     if len(value) <= ECHOED:
-        return repr(value)
-    return f"{value[:ECHOED]!r}… ({len(value):,} characters)"
+        return repr(value) if quoted else value
+    head = repr(value[:ECHOED]) if quoted else value[:ECHOED]
+    return f"{head}… ({len(value):,} characters)"
 
 
 class DigestError(Exception):

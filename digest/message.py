@@ -59,7 +59,7 @@ from email_validator.rfc_constants import (
 )
 
 from digest.config import Config
-from digest.errors import ConfigError, MessageError
+from digest.errors import ConfigError, MessageError, echoed
 from digest.models import Issue, Subscriber
 from digest.render import Recipient, Rendered, Variant, variant_for
 from digest.tokens import list_id, make_token, preferences_url, secret_from, unsubscribe_url
@@ -109,11 +109,11 @@ def address(email: str, name: str = "") -> Address:
     """A To: address; MessageError when `email` is not one."""
     local, at, domain = email.strip().rpartition("@")
     if not (at and local and domain) or any(c in email for c in "\r\n<>,"):
-        raise MessageError(f"not an email address: {email!r}")
+        raise MessageError(f"not an email address: {echoed(email)}")
     try:
         return Address(display_name=" ".join(name.split()), username=local, domain=domain)
     except (ValueError, IndexError) as err:
-        raise MessageError(f"not an email address: {email!r} ({err})") from err
+        raise MessageError(f"not an email address: {echoed(email)} ({err})") from err
 
 
 def message_id(*, issue_id: str, email: str, sender: str) -> str:
@@ -263,7 +263,7 @@ def checked_address(email: str, *, where: str, utf8: bool = True) -> str:
     included, is email-validator's own answer for the whole address.
     """
     if _CONTROL.search(email):
-        raise MessageError(f"an address contains a control character: {email!r}", where=where)
+        raise MessageError(f"an address contains a control character: {echoed(email)}", where=where)
     stripped = email.strip()
     local, at, domain = stripped.partition("@")
     # email-validator lower-cases an RFC 2142 name ("Info@"): left to it, being rare.
@@ -274,7 +274,7 @@ def checked_address(email: str, *, where: str, utf8: bool = True) -> str:
     try:
         valid = validate_email(stripped, check_deliverability=False, allow_smtputf8=utf8)
     except EmailNotValidError as err:
-        raise MessageError(f"not an email address: {email!r} ({err})", where=where) from err
+        raise MessageError(f"not an email address: {echoed(email)} ({err})", where=where) from err
     return valid.ascii_email or f"{valid.local_part}@{valid.ascii_domain}"
 
 
@@ -580,7 +580,7 @@ class Composer:
 
 
 def _origin(subscriber: Subscriber) -> str:
-    return f"subscriber {subscriber.email!r}"
+    return f"subscriber {echoed(subscriber.email)}"
 
 
 def _encoded_part(parts: tuple[str, ...], *, html: bool) -> list[bytes | tuple[str, bool]]:

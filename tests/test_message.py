@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from digest import inline, message, pipeline, render, tokens
 from digest.config import Config, load_config
-from digest.errors import ConfigError, MessageError
+from digest.errors import ConfigError, MessageError, echoed
 from digest.models import Issue, Subscriber, SubscriberStatus
 from digest.project import data_dir
 from digest.render import Rendered
@@ -392,7 +392,7 @@ def checked_in_full(address: str) -> tuple[str, str]:
     try:
         valid = validate_email(address.strip(), check_deliverability=False)
     except EmailNotValidError as err:
-        return "error", f"not an email address: {address!r} ({err})"
+        return "error", f"not an email address: {echoed(address)} ({err})"
     return "ok", valid.ascii_email or f"{valid.local_part}@{valid.ascii_domain}"
 
 
@@ -456,6 +456,14 @@ def test_checking_an_address_answers_what_email_validator_answers_for_it(address
     except MessageError as err:
         answer = "error", err.message
     assert answer == checked_in_full(address)
+
+
+def test_a_huge_address_is_echoed_cut_in_its_error() -> None:
+    """A 10,000-character address is named by its first 60 characters and its length."""
+    with pytest.raises(MessageError) as raised:
+        message.checked_address("a" * 10_000 + "@example.org", where="--to")
+    assert "'" + "a" * 60 + "'… (10,012 characters)" in raised.value.message
+    assert len(str(raised.value)) < 200
 
 
 def test_a_domain_is_validated_once_for_all_its_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
