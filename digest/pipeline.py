@@ -901,7 +901,7 @@ def _pending_copy(
     return None
 
 
-NOT_AN_ADDRESS = "not a valid address (`digest subscribers validate` says why)"
+NOT_AN_ADDRESS = "not a valid address; `digest subscribers validate` says why"
 
 
 def _deliverable(composer: message.Composer, file: SubscriberFile) -> Iterator[Subscriber]:
