@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import math
+import socket
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from digest.errors import (
     PartialDelivery,
     SubscriberFileError,
     TokenError,
+    echoed,
 )
 from digest.models import SubscriberStatus, email_key
 
@@ -94,15 +96,43 @@ class DigestGroup(click.Group):
 
 
 class DateParam(click.ParamType[date, str]):
+    """A day within FIRST_DAY..LAST_DAY: a period's ends, a day and a time zone away from
+    them, and MAX_DAYS before them stay within what datetime holds (years 1 to 9999)."""
+
     name = "DATE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
         if isinstance(value, date):
             return value
         try:
-            return date.fromisoformat(str(value))
+            day = date.fromisoformat(str(value))
         except ValueError:
             self.fail(f"{value!r} is not a date like 2026-11-22", param, ctx)
+        if not FIRST_DAY <= day <= LAST_DAY:
+            self.fail(f"{value!r} is not between {FIRST_DAY} and {LAST_DAY}", param, ctx)
+        return day
+
+
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(9998, 12, 31)
+MAX_DAYS = 36525  # a century
+
+
+class HostParam(click.ParamType[str, str]):
+    """An address or a name this machine resolves: waitress would fail on anything else with
+    a ValueError, after the command started."""
+
+    name = "HOST"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        host = str(value)
+        try:
+            socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (OSError, UnicodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            self.fail(
+                f"{host!r} is not an address or a name this machine resolves ({reason})", param, ctx
+            )
+        return host
 
 
 class RateParam(click.FloatRange):
@@ -125,7 +155,11 @@ def period_options(command: F) -> F:
 
     @click.option("--since", type=DateParam(), help="First day of the period (inclusive).")
     @click.option("--until", type=DateParam(), help="Last day of the period (inclusive).")
-    @click.option("--days", type=click.IntRange(min=1), help="The N days up to --until, or to now.")
+    @click.option(
+        "--days",
+        type=click.IntRange(min=1, max=MAX_DAYS),
+        help="The N days up to --until, or to now.",
+    )
     @functools.wraps(command)
     def wrapper(
         *args: Any, since: date | None, until: date | None, days: int | None, **kw: Any
@@ -284,7 +318,13 @@ def build(
 
 
 @cli.command()
-@click.option("--host", default=web.DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option(
+    "--host",
+    type=HostParam(),
+    default=web.DEFAULT_HOST,
+    show_default=True,
+    help="Address to listen on.",
+)
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -364,7 +404,9 @@ def preview_issue(
     metavar="ADDR",
     help="Send only a test copy to ADDR (repeatable); not recorded as the issue's send.",
 )
-@click.option("--limit", type=click.IntRange(min=1), help="Send at most N messages this run.")
+@click.option(
+    "--limit", type=click.IntRange(1, sys.maxsize), help="Send at most N messages this run."
+)
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
@@ -465,6 +507,8 @@ def show_send_outcome(app: App, outcome: pipeline.SendOutcome, *, what: str = ""
         f"in {report.elapsed:.1f}s ({report.per_second:.1f} messages/s"
         + (f", {outcome.processes} processes)" if outcome.processes > 1 else ")")
     )
+    for _, line in not_sent_lines(outcome, every=app.verbose):
+        click.echo(line, err=True)
     if report.failed or report.unknown:
         raise PartialDelivery(
             f"{report.failed:,} failed, {report.unknown:,} unknown",
@@ -474,6 +518,27 @@ def show_send_outcome(app: App, outcome: pipeline.SendOutcome, *, what: str = ""
 
 
 LOG_EVERY = 1000  # messages between progress lines when stderr is not a terminal
+NAMED = 20  # readers a summary names, unless -v
+
+
+def not_sent_lines(outcome: pipeline.SendOutcome, *, every: bool = False) -> list[tuple[str, str]]:
+    """("skipped", a line naming the readers skipped) and ("failed", one naming those failed),
+    each with the reason: the first NAMED of each, or `every` one."""
+    lines = []
+    for verb, readers in (("skipped", outcome.skipped_readers), ("failed", outcome.failed_readers)):
+        if not readers:
+            continue
+        shown = readers if every else readers[:NAMED]
+        named = ", ".join(f"{_shown_address(address)} ({why})" for address, why in shown)
+        more = len(readers) - len(shown)
+        rest = f", and {more:,} more (-v names every one)" if more else ""
+        noun = "reader" if len(readers) == 1 else "readers"
+        lines.append((verb, f"{verb} {len(readers):,} {noun}: {named}{rest}"))
+    return lines
+
+
+def _shown_address(address: str) -> str:
+    return echoed(address, quoted=not address.isprintable())
 
 
 @contextlib.contextmanager
@@ -754,6 +819,11 @@ def run_scheduled(app: App, log_file: Path | None, as_json: bool) -> None:
             unknown=report.unknown,
             skipped=report.skipped,
         )
+        # A failed copy needs a look; a reader skipped (nothing in their sections, most often)
+        # is shown with -v and kept in the log file.
+        for verb, line in not_sent_lines(sent, every=app.verbose):
+            level = "warning" if verb == "failed" else "info"
+            log.event(level, verb, f"{sent.issue_id}: {line}", issue=sent.issue_id)
     if outcome.status != "sent":
         log.event("info", outcome.status, outcome.reason, issue=outcome.issue_id)
     failed = sum(s.report.failed for s in outcome.sends)
@@ -995,7 +1065,9 @@ def unsubscribe(app: App, email: str | None, token: str | None) -> None:
     if token is not None:
         named = reader_of(app.config, token)
         if email is not None and email_key(email) != email_key(named):
-            raise click.BadParameter(f"the token is for {named}, not {email}", param_hint="EMAIL")
+            raise click.BadParameter(
+                f"the token is for {named}, not {echoed(email, quoted=False)}", param_hint="EMAIL"
+            )
         email = named
     elif email is None:
         raise click.UsageError("give EMAIL, or --token TOKEN")
@@ -1023,7 +1095,7 @@ def unsubscribe_address(app: App, email: str) -> None:
     rows = file.matching(email)
     if not rows:
         raise SubscriberFileError(
-            f"{email} is not on the list",
+            f"{echoed(email, quoted=False)} is not on the list",
             where=file.path.name,
             hint="`digest subscribers list` shows who is",
         )
@@ -1046,7 +1118,9 @@ def remove(app: App, email: str, yes: bool) -> None:
     """
     file = _subscriber_file(app)
     if not file.matching(email):
-        raise SubscriberFileError(f"{email} is not on the list", where=file.path.name)
+        raise SubscriberFileError(
+            f"{echoed(email, quoted=False)} is not on the list", where=file.path.name
+        )
     if not yes:
         click.confirm(f"Delete {email} from {file.path.name}?", abort=True, err=True)
     removed = file.remove(email)
@@ -1107,7 +1181,10 @@ def import_subscribers(app: App, source: Path, platform: str, dry_run: bool) -> 
     report = file.merge(read.incoming, dry_run=dry_run)
     would = "would " if dry_run else ""
     verbs = {"add": f"{would}add", "update": f"{would}update", "skip": "skip"}
-    lines = [f"skip line {r.line} ({r.email or 'no address'}): {r.reason}" for r in read.rejected]
+    lines = [
+        f"skip line {r.line} ({echoed(r.email, quoted=False) or 'no address'}): {r.reason}"
+        for r in read.rejected
+    ]
     for entry in report.entries:
         lines.append(f"{verbs[entry.action]} {entry.email} (line {entry.line}): {entry.detail}")
     skipped = report.count("skip") + len(read.rejected)

@@ -207,14 +207,25 @@ def _smtp(config: Config) -> Iterator[Check]:
             "SMTP_USERNAME, SMTP_PASSWORD) to send for real",
         )
         return
-    yield from asyncio.run(probe(settings))
+    yield from asyncio.run(probe(settings, utf8_readers=lambda: _utf8_readers(config)))
 
 
-async def probe(settings: sender.SmtpSettings) -> list[Check]:
+def _utf8_readers(config: Config) -> int:
+    """How many subscribed readers have a non-ASCII local part, which needs SMTPUTF8."""
+    file = subscribers.SubscriberFile(config.subscribers_path)
+    if not file.exists():
+        return 0
+    return sum(1 for s in file if s.receives_mail and not s.email.rpartition("@")[0].isascii())
+
+
+async def probe(
+    settings: sender.SmtpSettings, *, utf8_readers: Callable[[], int] = lambda: 0
+) -> list[Check]:
     """Connect as `digest send` would: EHLO, STARTTLS when required, AUTH when set, then QUIT.
 
     Nothing is sent: no MAIL FROM, RCPT or DATA. One line per step reached; the first failure
-    ends the probe.
+    ends the probe. A relay without SMTPUTF8 is a warning when `utf8_readers()` (asked only
+    then: it reads the list) counts readers who need it.
     """
     context = settings.tls_context
     if context is None and settings.security != "none":
@@ -248,6 +259,21 @@ async def probe(settings: sender.SmtpSettings) -> list[Check]:
         checks += await _secure(client, settings)
         if checks[-1].status != "fail":
             checks.append(await _login(client, settings))
+        if (
+            checks[-1].status != "fail"
+            and not client.supports_extension("smtputf8")
+            and (needing := utf8_readers())
+        ):
+            checks.append(
+                Check(
+                    "smtp",
+                    "warn",
+                    f"the relay does not offer SMTPUTF8, and {needing} subscribed reader(s) "
+                    "have an address with a non-ASCII local part: their copies will fail",
+                    "send through a relay that offers SMTPUTF8 (Postfix, Exim and the large "
+                    "providers do); sending the issue again then delivers them",
+                )
+            )
         return checks
     finally:
         try:

@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+ECHOED = 60  # characters of a user's value an error message repeats
+
+
+def echoed(value: str, *, quoted: bool = True) -> str:
+    """`value` for an error message, quoted (repr) unless not `quoted`, its first ECHOED
+    characters only when longer, and its length: a 10,000-character address must not fill
+    the terminal."""
+    if len(value) <= ECHOED:
+        return repr(value) if quoted else value
+    head = repr(value[:ECHOED]) if quoted else value[:ECHOED]
+    return f"{head}… ({len(value):,} characters)"
+
 
 class DigestError(Exception):
     """A problem the user can fix; the CLI shows it as one line."""

@@ -85,6 +85,14 @@ _ROW_COLUMNS = (
 )
 
 
+# The reply recorded for a copy not sent because its address needs SMTPUTF8 (RFC 6531) and the
+# relay does not offer it: nothing went out, so resuming the send makes such rows pending again.
+NO_SMTPUTF8 = (
+    "not sent: the address needs SMTPUTF8, which the relay does not offer; "
+    "sending the issue again through a relay that offers it retries it"
+)
+
+
 class RowState(StrEnum):
     """Where one recipient's copy stands."""
 
@@ -206,7 +214,8 @@ class Ledger(SqliteFile):
         over `variants`; recipients not frozen the first time are added only with
         `include_new`. Rows an interrupted run left `sending` become
         `unknown` (it may have delivered them); `retry_unknown` puts every `unknown` row back
-        to `pending`. Run it while no other process is sending this issue.
+        to `pending`, and rows failed with NO_SMTPUTF8 (never sent) go back to `pending`
+        always. Run it while no other process is sending this issue.
         """
         moment = _iso(at)
         added = made_unknown = requeued = 0
@@ -248,6 +257,7 @@ class Ledger(SqliteFile):
                 _tally(
                     db, issue_id, {RowState.SENDING: -made_unknown, RowState.UNKNOWN: made_unknown}
                 )
+                _retry_smtputf8(db, issue_id)
                 if retry_unknown:
                     requeued = db.execute(
                         "UPDATE deliveries SET state = 'pending', finished_at = NULL "
@@ -435,6 +445,22 @@ def _apply(
         moved.append(cursor.rowcount == 1)
     _tally(db, issue_id, changes)
     return moved
+
+
+def _retry_smtputf8(db: sqlite3.Connection, issue_id: str) -> None:
+    """Put the issue's NO_SMTPUTF8 rows back to `pending`. Only an issue with failed rows is
+    scanned for them."""
+    failed = db.execute(
+        "SELECT count FROM tallies WHERE issue_id = ? AND state = 'failed'", (issue_id,)
+    ).fetchone()
+    if not failed or not failed[0]:
+        return
+    retried = db.execute(
+        "UPDATE deliveries SET state = 'pending', reply_code = NULL, reply_text = NULL, "
+        "finished_at = NULL WHERE issue_id = ? AND state = 'failed' AND reply_text = ?",
+        (issue_id, NO_SMTPUTF8),
+    ).rowcount
+    _tally(db, issue_id, {RowState.FAILED: -retried, RowState.PENDING: retried})
 
 
 def _tally(db: sqlite3.Connection, issue_id: str, changes: Mapping[RowState, int]) -> None:

@@ -23,6 +23,10 @@ wrapping would be as cheap, but needs 8BITMIME on every hop and invites a relay 
 body after it was signed. The boundary starts with "=_", which quoted-printable text cannot
 contain ("=" is always "=3D" or a soft break), so no value, feed text or template ends a part.
 
+A reader whose address has a non-ASCII local part (`josé@example.org`) gets a copy whose To
+header carries it in UTF-8 (RFC 6532: an address cannot be RFC 2047-encoded), sent with SMTPUTF8;
+every other copy stays 7-bit.
+
 Header safety: free text from a feed or the CSV (subject, names) is neutralised by `clean_text`;
 addresses, the list name and URLs with a control character are refused with a MessageError
 naming where the value came from.
@@ -56,7 +60,7 @@ from email_validator.rfc_constants import (
 )
 
 from digest.config import Config
-from digest.errors import ConfigError, MessageError
+from digest.errors import ConfigError, MessageError, echoed
 from digest.models import Issue, Subscriber
 from digest.render import Recipient, Rendered, Variant, variant_for
 from digest.tokens import list_id, make_token, preferences_url, secret_from, unsubscribe_url
@@ -114,9 +118,10 @@ DKIM_VARS = ("DKIM_PRIVATE_KEY_FILE", "DKIM_SELECTOR", "DKIM_DOMAIN")
 class Composed:
     """One subscriber's message, ready for SMTP: the envelope recipient and the bytes to send."""
 
-    address: str  # ASCII (an internationalised domain in its xn-- form), for RCPT TO
+    # For RCPT TO: an internationalised domain in its xn-- form; ASCII unless the local part is not
+    address: str
     message_id: str
-    data: bytes  # CRLF line endings, 7-bit, DKIM-signed when configured
+    data: bytes  # CRLF line endings, 7-bit (but a UTF-8 To address), DKIM-signed when configured
     # No line starts with ".", so SMTP needs no dot-stuffing and the sender need not look for
     # one in 30 KB: checked once per variant; the per-copy headers start with a name and
     # quoted-printable writes a leading "." as =2E.
@@ -190,9 +195,10 @@ def clean_text(value: str) -> str:
     return " ".join(_CONTROL.sub(" ", value).split())
 
 
-def checked_address(email: str, *, where: str) -> str:
-    """`email` validated (syntax only, no DNS) in the ASCII form a 7-bit message and RCPT TO
-    take; MessageError naming `where` it came from when it is not one address.
+def checked_address(email: str, *, where: str, utf8: bool = True) -> str:
+    """`email` validated (syntax only, no DNS) in the form RCPT TO takes, its domain in IDNA
+    ASCII (A-labels); MessageError naming `where` it came from when it is not one address. A
+    non-ASCII local part is kept (it needs SMTPUTF8, RFC 6531), or refused without `utf8`.
 
     Most of email-validator's time goes on the domain, and a list has a few big ones: a plain
     ASCII local part (its dot-atom, which it accepts unchanged) with a domain it has accepted
@@ -200,7 +206,7 @@ def checked_address(email: str, *, where: str) -> str:
     included, is email-validator's own answer for the whole address.
     """
     if _CONTROL.search(email):
-        raise MessageError(f"an address contains a control character: {email!r}", where=where)
+        raise MessageError(f"an address contains a control character: {echoed(email)}", where=where)
     stripped = email.strip()
     local, at, domain = stripped.partition("@")
     # email-validator lower-cases an RFC 2142 name ("Info@"): left to it, being rare.
@@ -209,10 +215,10 @@ def checked_address(email: str, *, where: str) -> str:
         if checked is not None and len(local) + 1 + checked[1] <= EMAIL_MAX_LENGTH:
             return f"{local}@{checked[0]}"
     try:
-        valid = validate_email(stripped, check_deliverability=False, allow_smtputf8=False)
+        valid = validate_email(stripped, check_deliverability=False, allow_smtputf8=utf8)
     except EmailNotValidError as err:
-        raise MessageError(f"not an email address: {email!r} ({err})", where=where) from err
-    return valid.ascii_email or valid.normalized
+        raise MessageError(f"not an email address: {echoed(email)} ({err})", where=where) from err
+    return valid.ascii_email or f"{valid.local_part}@{valid.ascii_domain}"
 
 
 @functools.lru_cache(maxsize=DOMAINS_CACHED)
@@ -371,7 +377,7 @@ class Composer:
         name, sender_address = parseaddr(config.newsletter.sender)
         if _CONTROL.search(config.newsletter.sender):
             raise MessageError("the sender contains a control character", where="newsletter.from")
-        self._from_address = checked_address(sender_address, where="newsletter.from")
+        self._from_address = checked_address(sender_address, where="newsletter.from", utf8=False)
         local, _, domain = self._from_address.rpartition("@")
         self._from = Address(display_name=clean_text(name), username=local, domain=domain)
         list_name = config.newsletter.name
@@ -436,8 +442,8 @@ class Composer:
         ident = _message_id(self._id_seed, subscriber.email, self._id_domain)
         own = (
             f"To: {to}\r\nMessage-ID: {ident}\r\n"
-            f"List-Unsubscribe: <{unsubscribe}>,\r\n <{self._mailto}>\r\n".encode("ascii")
-        )
+            f"List-Unsubscribe: <{unsubscribe}>,\r\n <{self._mailto}>\r\n".encode()
+        )  # UTF-8 for an SMTPUTF8 address only: the rest is ASCII (names are RFC 2047-encoded)
         body = [c if isinstance(c, bytes) else encoded[c] for c in template.body]
         data = b"".join([template.head, own, template.tail, *body])
         if self._dkim is not None:
@@ -525,7 +531,7 @@ class Composer:
 
 
 def _origin(subscriber: Subscriber) -> str:
-    return f"subscriber {subscriber.email!r}"
+    return f"subscriber {echoed(subscriber.email)}"
 
 
 def _encoded_part(parts: tuple[str, ...], *, html: bool) -> list[bytes | tuple[str, bool]]:

@@ -421,6 +421,9 @@ class SendOutcome:
     sample: bytes | None = None  # dry run: the first copy, as it would be sent
     processes: int = 1  # how many processes delivered it
     left_out: int = 0  # readers added after the issue was frozen, without include_new
+    # (address, why) for each subscribed reader this run gave no copy, and each copy it failed
+    skipped_readers: tuple[tuple[str, str], ...] = ()
+    failed_readers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,9 +512,10 @@ def _deliver_issue(
         frozen = _freeze(book, composer, renderer, file, options, now=now)
         pending = book.counts(issue.id).pending
         total = pending if options.limit is None else min(pending, options.limit)
-        skipped: list[str] = []
+        skipped: list[tuple[str, str]] = []
         left_out: list[str] = []
         bounced: list[str] = []
+        started = datetime.now(UTC)
         on_progress = (
             None
             if progress is None
@@ -543,6 +547,11 @@ def _deliver_issue(
             if config.send.mark_bounced:
                 file.set_statuses(bounced, SubscriberStatus.BOUNCED, at=now)
         complete = book.counts(issue.id).pending == 0
+        failed = tuple(
+            (row.address, row.reply_text or "")
+            for row in book.rows(issue.id, ledger.RowState.FAILED)
+            if row.finished_at is not None and row.finished_at >= started
+        )
     if complete:
         with Archive.open(config.archive_path) as archive:
             archive.mark_sent(issue.id, sent_at=now)
@@ -557,6 +566,8 @@ def _deliver_issue(
         outbox=settings.path if isinstance(settings, sender.Outbox) else None,
         processes=processes,
         left_out=len(left_out),
+        skipped_readers=tuple(skipped),
+        failed_readers=failed,
     )
 
 
@@ -585,7 +596,7 @@ def send_test_copies(
     ]
     composer = message.Composer(config, issue, _Renderer(config, issue), now=now, test_copy=True)
     settings = sender.read_settings(config.env, root=config.root)
-    skipped: list[str] = []
+    skipped: list[tuple[str, str]] = []
     with Ledger.open(Path(":memory:")) as scratch:  # the sender's bookkeeping, then dropped
         scratch.freeze(issue.id, variants={}, recipients=recipients, at=now)
         report = asyncio.run(
@@ -597,10 +608,16 @@ def send_test_copies(
                 issue_id=issue.id,
             )
         )
+        failed = tuple(
+            (row.address, row.reply_text or "")
+            for row in scratch.rows(issue.id, ledger.RowState.FAILED)
+        )
     return SendOutcome(
         issue_id=issue.id,
         report=replace(report, skipped=report.skipped + len(skipped)),
         outbox=settings.path if isinstance(settings, sender.Outbox) else None,
+        skipped_readers=tuple(skipped),
+        failed_readers=failed,
     )
 
 
@@ -643,14 +660,14 @@ class _ShardTask:
 
 @dataclass(frozen=True, slots=True)
 class _ShardResult:
-    skipped: tuple[str, ...]  # readers of this share who get no copy
+    skipped: tuple[tuple[str, str], ...]  # readers of this share who get no copy, and why
     left_out: tuple[str, ...]  # readers of this share added after the freeze
 
 
 def _deliver_in_shards(
     task: _ShardTask,
     processes: int,
-    skipped: list[str],
+    skipped: list[tuple[str, str]],
     left_out: list[str],
     bounced: list[str],
     on_progress: Callable[[sender.SendReport], None] | None,
@@ -695,7 +712,7 @@ def _deliver_shard(task: _ShardTask, shard: shards.Shard) -> _ShardResult:
     composer = message.Composer(config, issue, renderer, now=task.now)
     readers = SubscriberFile(config.subscribers_path).shard(shard.index, shard.count)
     limit = task.options.limit
-    skipped: list[str] = []
+    skipped: list[tuple[str, str]] = []
     left_out: list[str] = []
     # The tallies the parent adds up: the last progress report, then the final one.
     last = sender.SendReport(0, 0, 0, 0, 0, (), 0.0)
@@ -923,12 +940,12 @@ def _dry_run(config: Config, issue: Issue, file: SubscriberFile, *, now: datetim
 
 
 def _jobs(
-    items: Iterator[message.Composed | message.Skipped], skipped: list[str]
+    items: Iterator[message.Composed | message.Skipped], skipped: list[tuple[str, str]]
 ) -> Iterator[sender.Job]:
     """The composed copies as delivery jobs; each reader who gets none goes to `skipped`."""
     for item in items:
         if isinstance(item, message.Skipped):
-            skipped.append(item.email)
+            skipped.append((item.email, item.reason))
         else:
             yield sender.Job(item.address, item.data, item.message_id, item.dot_free)
 
@@ -937,7 +954,7 @@ def _pending_copies(
     composer: message.Composer,
     book: Ledger,
     readers: Iterator[Subscriber],
-    skipped: list[str],
+    skipped: list[tuple[str, str]],
     left_out: list[str],
 ) -> Iterator[sender.Job]:
     """The copy of each subscribed reader whose row is pending, to the address frozen for it;
@@ -958,7 +975,7 @@ def _pending_copy(
     book: Ledger,
     subscriber: Subscriber,
     known: Mapping[str, tuple[ledger.RowState, str]],
-    skipped: list[str],
+    skipped: list[tuple[str, str]],
     left_out: list[str],
 ) -> sender.Job | None:
     """This reader's copy if their row is pending (`known`: their rows, looked up ahead)."""
@@ -966,17 +983,20 @@ def _pending_copy(
     if found is None:  # not frozen for them, or frozen under the address's checked form
         address = _address(composer, subscriber)
         if address is None:
-            skipped.append(subscriber.email)
+            skipped.append((subscriber.email, NOT_AN_ADDRESS))
             return None
         found = book.copy_of(composer.issue.id, address)
-    if composer.skip_reason(subscriber) is not None:
-        skipped.append(subscriber.email)
+    if (reason := composer.skip_reason(subscriber)) is not None:
+        skipped.append((subscriber.email, reason))
     elif found is None:
         left_out.append(subscriber.email)
     elif found[0] is ledger.RowState.PENDING:
         copy = composer.compose_to(subscriber, found[1])
         return sender.Job(copy.address, copy.data, copy.message_id, copy.dot_free)
     return None
+
+
+NOT_AN_ADDRESS = "not a valid address; `digest subscribers validate` says why"
 
 
 def _deliverable(composer: message.Composer, file: SubscriberFile) -> Iterator[Subscriber]:

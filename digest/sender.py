@@ -15,7 +15,11 @@ takes turns at the jobs, which the composer makes lazily. Every message's ledger
   stops at once with SendError and the row in hand goes back to `pending`; so does a relay
   that cannot be reconnected to within `max_attempts` later in the run;
 - an exception from the jobs iterable (the composer): messages in flight are delivered, then
-  it is raised.
+  it is raised;
+- an address with a non-ASCII local part (`josé@example.org`) goes with SMTPUTF8 (RFC 6531)
+  when the relay offers it; otherwise it is `failed` with `NO_SMTPUTF8` and no command sent,
+  and the ledger makes it pending again when the issue's send is resumed (see `Ledger.freeze`).
+  ASCII addresses, nearly all, go as before: one flag read per message.
 
 A job waits for the rate limit before its row is claimed, so held-back rows stay `pending`.
 Ledger writes are synchronous SQLite transactions made on the event loop, far shorter than an
@@ -40,7 +44,7 @@ import aiosmtplib
 
 from digest.config import is_loopback
 from digest.errors import ConfigError, SendError
-from digest.ledger import Claim, Ledger, Outcome, RowState
+from digest.ledger import NO_SMTPUTF8, Claim, Ledger, Outcome, RowState
 
 Security = Literal["starttls", "tls", "none"]
 SECURITIES: tuple[Security, ...] = ("starttls", "tls", "none")
@@ -512,6 +516,7 @@ class _Connection:
         self.settings, self.run, self.context = settings, run, context
         self.session: _Session | None = None
         self._mail_from = b"MAIL FROM:<%s>\r\n" % run.options.envelope_from.encode()
+        self._mail_from_utf8 = self._mail_from[:-2] + b" SMTPUTF8\r\n"
 
     async def transmit(self, job: Job) -> _Verdict:
         """Send one message; a retry verdict means its data certainly did not go out."""
@@ -522,7 +527,12 @@ class _Connection:
             except (OSError, aiosmtplib.SMTPException) as err:
                 return _Verdict("retry", None, f"connecting: {_describe(err)}", connecting=True)
         timeout = self.run.options.timeout
-        commands = (self._mail_from, b"RCPT TO:<%s>\r\n" % job.address.encode(), b"DATA\r\n")
+        mail_from = self._mail_from
+        if not job.address.isascii():  # a UTF-8 mailbox: RFC 6531's SMTPUTF8, if offered
+            if not session.smtputf8:
+                return _Verdict("failed", None, NO_SMTPUTF8)
+            mail_from = self._mail_from_utf8
+        commands = (mail_from, b"RCPT TO:<%s>\r\n" % job.address.encode(), b"DATA\r\n")
         try:
             replies = await session.transaction(commands, timeout)
         except (OSError, aiosmtplib.SMTPException) as err:  # dropped or timed out: not sent
@@ -634,7 +644,11 @@ class _Connection:
         if not isinstance(transport, asyncio.Transport):
             client.close()
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-        self.session = _Session(transport, pipelining=client.supports_extension("pipelining"))
+        self.session = _Session(
+            transport,
+            pipelining=client.supports_extension("pipelining"),
+            smtputf8=client.supports_extension("smtputf8"),
+        )
         return self.session
 
     def _drop(self) -> None:
@@ -669,8 +683,9 @@ class _Session(asyncio.Protocol):
     trips costs more Python than the whole exchange here; a send is CPU-bound.
     """
 
-    def __init__(self, transport: asyncio.Transport, *, pipelining: bool) -> None:
+    def __init__(self, transport: asyncio.Transport, *, pipelining: bool, smtputf8: bool) -> None:
         self.transport, self.pipelining = transport, pipelining
+        self.smtputf8 = smtputf8  # the relay takes UTF-8 addresses (RFC 6531)
         self._buffer = bytearray()
         self._lines: list[str] = []  # a multiline reply's lines so far
         self._replies: deque[aiosmtplib.SMTPResponse] = deque()

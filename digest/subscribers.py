@@ -42,7 +42,7 @@ import filelock
 from babel import Locale, UnknownLocaleError
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
-from digest.errors import SubscriberFileError
+from digest.errors import SubscriberFileError, echoed
 from digest.models import Subscriber, SubscriberStatus, email_key
 
 COLUMNS: Final = (
@@ -281,7 +281,9 @@ class SubscriberFile:
         self._rewrite(edit, keys={key})
         if not found:
             raise SubscriberFileError(
-                f"{email} is not on the list", where=str(self.path), hint="check the address"
+                f"{echoed(email, quoted=False)} is not on the list",
+                where=str(self.path),
+                hint="check the address",
             )
         return found[0]
 
@@ -303,7 +305,7 @@ class SubscriberFile:
         address = email.strip()
         problem = address_problem(address)
         if problem:
-            raise SubscriberFileError(f"{address!r} is not a valid address: {problem}")
+            raise SubscriberFileError(f"{echoed(address)} is not a valid address: {problem}")
         if details.sections:
             _check_sections(details.sections)
         key = email_key(address)
@@ -775,7 +777,7 @@ def _problems(cells: list[str], layout: _Layout) -> tuple[str, ...]:
     if not email:
         problems.append("no email address")
     elif "@" not in email:
-        problems.append(f"{email!r} is not an email address")
+        problems.append(f"{echoed(email)} is not an email address")
     status_text = status_text.strip().lower()
     if status_text and status_text not in _STATUSES:
         problems.append(
@@ -1069,7 +1071,7 @@ def validate(file: SubscriberFile, sections: Collection[str]) -> Iterator[Proble
             email, language = values[0], values[5]
             problem = address_problem(email)
             if problem:
-                yield Problem(line, f"{email!r} is not a valid address: {problem}")
+                yield Problem(line, f"{echoed(email)} is not a valid address: {problem}")
             for name in values[4]:
                 if name not in known:
                     close = by_fold.get(name.casefold())
@@ -1526,7 +1528,7 @@ def _checked(subscriber: Subscriber, platform: Platform) -> Subscriber:
         raise _Reject("no email address")
     problem = address_problem(subscriber.email)
     if problem:
-        raise _Reject(f"{subscriber.email!r} is not a valid address: {problem}")
+        raise _Reject(f"{echoed(subscriber.email)} is not a valid address: {problem}")
     for column, name in (
         ("first_name", subscriber.first_name),
         ("last_name", subscriber.last_name),

@@ -18,7 +18,7 @@ import re
 from email.utils import parseaddr
 
 from digest.config import Config
-from digest.errors import ConfigError, TokenError
+from digest.errors import ConfigError, TokenError, echoed
 
 SECRET_VAR = "DIGEST_SECRET"
 MIN_SECRET_LENGTH = 32
@@ -83,7 +83,7 @@ def make_token(email: str, *, list_id: str, secret: bytes) -> str:
     """A url-safe token for `email` on this list; the same inputs always give the same token."""
     carried = email.encode("utf-8")
     if not carried or len(carried) > MAX_ADDRESS_BYTES or "\n" in email or "\r" in email:
-        raise ValueError(f"not an address a token can carry: {email!r}")
+        raise ValueError(f"not an address a token can carry: {echoed(email)}")
     return f"{_encode(carried)}.{_encode(_mac(carried, list_id, secret))}"
 
 

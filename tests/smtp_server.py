@@ -7,6 +7,9 @@ A planned fault is used up by one attempt (one RCPT for that address); once the 
 the address is accepted. Faults: a reply string (given at RCPT), DROP_BEFORE_DATA (the server
 hangs up at RCPT), DROP_AFTER_DATA (it keeps the message, then hangs up instead of answering the
 data) and SlowData(seconds) (it keeps the message and answers late).
+
+aiosmtpd offers SMTPUTF8 (RFC 6531) unless told not to: `running(recorder, enable_SMTPUTF8=False)`
+is a relay that takes ASCII addresses only. Each Received keeps its MAIL FROM parameters.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Received:
     recipients: tuple[str, ...]
     data: bytes
     at: float  # time.monotonic() when the data arrived
+    mail_options: tuple[str, ...] = ()  # MAIL FROM's parameters, e.g. ("SMTPUTF8",)
 
 
 class SmtpRecorder:
@@ -131,6 +135,7 @@ class SmtpRecorder:
                     tuple(envelope.rcpt_tos),
                     bytes(envelope.content),
                     time.monotonic(),
+                    tuple(envelope.mail_options),
                 )
             )
         for fault in getattr(envelope, "faults", []):

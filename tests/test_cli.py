@@ -134,12 +134,12 @@ def test_build_selects_the_week_by_section(starter: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "days", [("0001-01-01", "0001-01-03"), ("9999-12-20", "9999-12-29")], ids=["first", "last"]
+    "days", [("1900-01-01", "1900-01-03"), ("9998-12-20", "9998-12-31")], ids=["first", "last"]
 )
 def test_build_takes_a_period_at_either_end_of_the_calendar(
     starter: Path, days: tuple[str, str]
 ) -> None:
-    """A period whose schedule neighbours fall off the calendar still gets its id: no bug."""
+    """A period at either end of the days digest takes gets its id and builds: no bug."""
     since, until = days
     result = run("--config", starter, "build", "--offline", "--since", since, "--until", until)
     assert result.exit_code == 0, result.output
@@ -184,6 +184,27 @@ def test_a_malformed_date_is_a_usage_error(starter: Path) -> None:
     result = run("--config", starter, "build", "--since", "last monday")
     assert result.exit_code == 2
     assert "'last monday' is not a date like 2026-11-22" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["build", "--days", "100000000"], "Invalid value for '--days'"),
+        (["build", "--since", "9999-12-30", "--until", "9999-12-31"], "'9999-12-30' is not"),
+        (["build", "--until", "9999-12-31"], "'9999-12-31' is not between"),
+        (["send", "--since", "0001-01-01", "--dry-run"], "'0001-01-01' is not between"),
+        (["send", "--limit", "99999999999999999999", "--dry-run"], "Invalid value for '--limit'"),
+        (["serve", "--host", "999.1.1.1"], "'999.1.1.1' is not an address or a name"),
+    ],
+)
+def test_an_option_beyond_what_digest_can_hold_is_a_usage_error(
+    starter: Path, args: list[str], said: str
+) -> None:
+    """A date, a day count or a host digest could not use is exit 2 with click's error line,
+    before the command starts (not an overflow, exit 70)."""
+    result = run("--config", starter, *args)
+    assert result.exit_code == 2, result.output
+    assert said in result.stderr.splitlines()[-1]
 
 
 def test_days_with_since_is_refused(starter: Path) -> None:

@@ -330,6 +330,35 @@ def test_import_skips_rows_with_an_unknown_language_or_a_control_character_in_a_
 # -- import and export --------------------------------------------------------------------------
 
 
+HUGE = "a" * 10_000 + "@example.org"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["add", HUGE],
+        ["unsubscribe", HUGE],
+        ["remove", "--yes", HUGE],
+        ["import", "HUGE.csv"],
+        ["validate"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_a_huge_address_is_echoed_cut_to_60_characters_and_its_length(
+    project: Path, command: list[str]
+) -> None:
+    """A 10,000-character address in an error or a skip line shows its first 60 characters,
+    "…" and its length, not all of it."""
+    (project.parent / "HUGE.csv").write_text(f"email\n{HUGE}\n", encoding="utf-8")
+    if command == ["validate"]:
+        with listing(project).open("a", encoding="utf-8") as file:
+            file.write(f"{HUGE},,,subscribed,,,,,\n")
+    result = subs(project, *[str(project.parent / c) if c == "HUGE.csv" else c for c in command])
+    said = result.stdout + result.stderr
+    assert "a" * 60 + "… (10,012 characters)" in said or "a" * 60 + "'… (10,012 characters)" in said
+    assert "a" * 61 not in said and len(said) < 1000
+
+
 def test_import_dry_run_reports_and_changes_nothing(project: Path) -> None:
     """A dry run prints each would-be change and the totals; the file is untouched."""
     before = listing(project).read_bytes()

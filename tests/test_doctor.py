@@ -314,6 +314,26 @@ def test_a_login_set_for_a_relay_without_auth_fails(folder: Path) -> None:
     assert "offers no AUTH" in found[-1][1]
 
 
+@pytest.mark.parametrize("offered", [False, True], ids=["without", "with"])
+def test_a_relay_without_smtputf8_is_a_warning_when_a_reader_needs_it(
+    folder: Path, offered: bool
+) -> None:
+    """josé@exämple.org's copy needs SMTPUTF8: a relay without it gets a warning naming how
+    many readers need it; one that offers it, none."""
+    with (folder / "subscribers.csv").open("a", encoding="utf-8") as file:
+        file.write("josé@exämple.org,José,,subscribed,,,,,\n")
+    with running(SmtpRecorder(), enable_SMTPUTF8=offered) as relay:
+        found = checks(config_of(folder, **smtp_env(relay, SMTP_SECURITY="none")), "smtp")
+    warned = [text for status, text in found if status == "warn"]
+    if offered:
+        assert warned == []
+    else:
+        assert warned == [
+            "the relay does not offer SMTPUTF8, and 1 subscribed reader(s) have an address "
+            "with a non-ASCII local part: their copies will fail"
+        ]
+
+
 def test_no_relay_listening_is_one_fail_line_naming_host_and_port(folder: Path) -> None:
     """A refused connection is a single FAIL with host:port, not one per step."""
     port = free_port()

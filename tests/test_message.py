@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from digest import inline, message, pipeline, render, tokens
 from digest.config import Config, load_config
-from digest.errors import ConfigError, MessageError
+from digest.errors import ConfigError, MessageError, echoed
 from digest.models import Issue, Subscriber, SubscriberStatus
 from digest.project import data_dir
 from digest.render import Rendered
@@ -303,9 +303,9 @@ def test_a_subject_from_a_feed_with_control_characters_is_neutralised(
 
 @pytest.mark.parametrize(
     "bad",
-    ["a@b.org\r\nBcc: x@y.org", "no-at-sign", "a b@example.org", "<a@b.org>", "zoë@example.org"],
+    ["a@b.org\r\nBcc: x@y.org", "no-at-sign", "a b@example.org", "<a@b.org>", "zoë@[192.0.2.1]"],
 )
-def test_a_subscriber_address_that_is_not_one_plain_ascii_address_is_refused(
+def test_a_subscriber_address_that_is_not_one_address_is_refused(
     example: tuple[Config, Issue, Rendered], bad: str
 ) -> None:
     """email-validator's syntax check runs first; the error names the subscriber."""
@@ -319,10 +319,10 @@ def checked_in_full(address: str) -> tuple[str, str]:
     """What email-validator alone makes of `address`: ("ok", the address a copy goes to) or
     ("error", the message `checked_address` words for it)."""
     try:
-        valid = validate_email(address.strip(), check_deliverability=False, allow_smtputf8=False)
+        valid = validate_email(address.strip(), check_deliverability=False)
     except EmailNotValidError as err:
-        return "error", f"not an email address: {address!r} ({err})"
-    return "ok", valid.ascii_email or valid.normalized
+        return "error", f"not an email address: {echoed(address)} ({err})"
+    return "ok", valid.ascii_email or f"{valid.local_part}@{valid.ascii_domain}"
 
 
 def long_domain(length: int, size: int, letters: str) -> str:
@@ -385,6 +385,14 @@ def test_checking_an_address_answers_what_email_validator_answers_for_it(address
     except MessageError as err:
         answer = "error", err.message
     assert answer == checked_in_full(address)
+
+
+def test_a_huge_address_is_echoed_cut_in_its_error() -> None:
+    """A 10,000-character address is named by its first 60 characters and its length."""
+    with pytest.raises(MessageError) as raised:
+        message.checked_address("a" * 10_000 + "@example.org", where="--to")
+    assert "'" + "a" * 60 + "'… (10,012 characters)" in raised.value.message
+    assert len(str(raised.value)) < 200
 
 
 def test_a_domain_is_validated_once_for_all_its_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -466,6 +474,35 @@ def test_a_reader_whose_sections_have_no_articles_is_skipped(
     config, issue, rendered = example
     reader = Subscriber(email="a@example.org", sections=("No Such Section",))
     assert composer(config, issue, rendered).skip_reason(reader) is not None
+
+
+def test_a_non_ascii_local_part_gets_a_utf8_to_header_and_an_idna_domain(
+    example: tuple[Config, Issue, Rendered],
+) -> None:
+    """josé@exämple.org's copy goes to josé@xn--exmple-cua.org, written in UTF-8 in the To
+    header (RFC 6532), the name still RFC 2047; the rest of the message stays 7-bit."""
+    config, issue, rendered = example
+    reader = Subscriber(email="José@exämple.org", first_name="José", last_name="Núñez")
+    composed = composer(config, issue, rendered).compose(reader)
+    assert composed.address == "José@xn--exmple-cua.org"
+    head, _, body = composed.data.partition(b"\r\n\r\n")
+    to = [line for line in head.split(b"\r\n") if line.startswith(b"To: ")]
+    assert to == [b"To: =?utf-8?b?Sm9zw6kgTsO6w7Fleg==?= <Jos\xc3\xa9@xn--exmple-cua.org>"]
+    body.decode("ascii")
+    parsed = email.message_from_string(composed.data.decode(), policy=policy.default)
+    assert parsed["To"].addresses[0].username == "José"
+    assert decoded_parts(composed.data)[0] == rendered.personalise(
+        recipient_of(config, rendered, reader)
+    ).text.replace("\r\n", "\n")
+
+
+def test_the_senders_address_must_stay_ascii(project: tuple[Config, Issue]) -> None:
+    """newsletter.from is every copy's From and MAIL FROM: a UTF-8 one is refused up front."""
+    config, issue = project
+    utf8 = replace(config, newsletter=replace(config.newsletter, sender="News <josé@example.org>"))
+    with pytest.raises(MessageError) as raised:
+        message.Composer(utf8, issue, lambda variant: None, now=NOW)  # type: ignore[arg-type,return-value]
+    assert raised.value.where == "newsletter.from"
 
 
 def test_dkim_signature_covers_the_list_headers_and_verifies(

@@ -147,6 +147,20 @@ def test_problems_go_to_stderr_and_the_exit_code(project: Path, smtp: SmtpRecord
     assert result.exit_code == 3
     assert result.stdout == ""
     assert "warning: " in result.stderr and "2 sent, 1 failed" in result.stderr
+    assert "failed 1 reader: bo.li@example.net (5.1.1 no such mailbox)" in result.stderr
+
+
+def test_a_reader_a_run_skips_is_named_in_the_log_file_not_on_stderr(
+    project: Path, smtp: SmtpRecorder, tmp_path: Path
+) -> None:
+    """A skipped reader needs no mail from cron: it is an info line, kept in --log-file."""
+    with (project.parent / "subscribers.csv").open("a", encoding="utf-8") as file:
+        file.write("two@@example.org,,,subscribed,,,,,\n")
+    log = tmp_path / "digest.log"
+    result = run(project, "run", "--log-file", str(log), env=smtp_env(smtp))
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert "skipped 1 reader: two@@example.org (not a valid address" in log.read_text("utf-8")
 
 
 def digest_run(project: Path, recorder: SmtpRecorder) -> subprocess.Popen[str]:

@@ -105,7 +105,9 @@ def test_a_refused_address_is_marked_bounced_and_the_send_exits_3(
     result = run(project, "send", *WEEK, env=smtp_env(smtp))
     assert result.exit_code == 3, result.output
     assert "2 sent, 1 failed, 0 unknown" in result.stdout
-    assert result.stderr.startswith("error: 1 failed, 0 unknown")
+    named, error = result.stderr.splitlines()
+    assert named == "failed 1 reader: bo.li@example.net (5.1.1 no such mailbox)"
+    assert error.startswith("error: 1 failed, 0 unknown")
     assert smtp.copies() == {"ana.perez@example.org": 1, "cy.okoro@example.com": 1}
     subscribers = SubscriberFile(project.parent / "subscribers.csv")
     bounced = subscribers.find("bo.li@example.net")
@@ -127,6 +129,48 @@ def test_with_mark_bounced_off_a_refusal_leaves_the_list_alone(
     assert result.exit_code == 3 and "2 sent, 1 failed" in result.stdout
     assert readers.read_bytes() == before
     assert not readers.with_name("subscribers.csv.bak").exists()
+
+
+def add_row(project: Path, address: str) -> None:
+    with (project.parent / "subscribers.csv").open("a", encoding="utf-8") as file:
+        file.write(f"{address},José,,subscribed,,,,,\n")
+
+
+def test_a_utf8_address_is_sent_with_smtputf8_and_named_when_the_relay_cannot(
+    project: Path,
+) -> None:
+    """josé@exämple.org gets a copy through a relay offering SMTPUTF8; through one that does
+    not, the copy fails with that reason, named in the summary, exit 3, and the next send
+    through a relay that offers it delivers it. jo@exämple.org needs only IDNA: sent anyway."""
+    add_row(project, "josé@exämple.org")
+    add_row(project, "jo@exämple.org")
+    with running(SmtpRecorder(), enable_SMTPUTF8=False) as ascii_only:
+        first = run(project, "send", *WEEK, env=smtp_env(ascii_only))
+    assert first.exit_code == 3, first.output
+    assert "4 sent, 1 failed, 0 unknown, 0 skipped" in first.stdout
+    assert "failed 1 reader: josé@xn--exmple-cua.org (not sent: the address needs SMTPUTF8" in (
+        first.stderr
+    )
+    assert ascii_only.copies() == {a: 1 for a in {*SUBSCRIBED, "jo@xn--exmple-cua.org"}}
+    assert all(m.mail_options == () for m in ascii_only.messages)
+    with running(SmtpRecorder()) as relay:
+        again = run(project, "send", *WEEK, env=smtp_env(relay))
+    assert again.exit_code == 0, again.output
+    assert "1 sent, 0 failed" in again.stdout
+    assert relay.copies() == {"josé@xn--exmple-cua.org": 1}
+    (copy,) = relay.messages
+    assert copy.mail_options == ("SMTPUTF8",)
+
+
+def test_every_reader_a_send_skips_is_named_with_the_reason(
+    project: Path, smtp: SmtpRecorder
+) -> None:
+    """A row whose address cannot be sent to is skipped, and the summary names it and why."""
+    add_row(project, "two@@example.org")
+    result = run(project, "send", *WEEK, env=smtp_env(smtp))
+    assert result.exit_code == 0, result.output
+    assert "3 sent, 0 failed, 0 unknown, 1 skipped" in result.stdout
+    assert "skipped 1 reader: two@@example.org (not a valid address" in result.stderr
 
 
 def test_without_smtp_host_messages_go_to_the_outbox_maildir(project: Path) -> None:

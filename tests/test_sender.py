@@ -23,7 +23,7 @@ from smtp_server import (
 )
 
 from digest.errors import ConfigError, MessageError, SendError
-from digest.ledger import Counts, Ledger, Recipient, RowState
+from digest.ledger import NO_SMTPUTF8, Counts, Ledger, Recipient, RowState
 from digest.sender import (
     DeliveryOptions,
     Job,
@@ -432,6 +432,52 @@ def test_no_relay_listening_stops_the_run_with_rows_pending(ledger: Ledger) -> N
     with pytest.raises(SendError, match="cannot connect"):
         send(ledger, settings, addresses(4))
     assert ledger.counts(ISSUE) == Counts(pending=4)
+
+
+UTF8_READER = "josé@xn--exmple-cua.org"  # josé@exämple.org as message.checked_address gives it
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["lockstep", "pipelining"])
+def test_a_utf8_address_goes_with_smtputf8_when_the_relay_offers_it(
+    ledger: Ledger, pipelining: bool
+) -> None:
+    """MAIL FROM carries SMTPUTF8 (RFC 6531) for a non-ASCII local part only; ASCII readers'
+    transactions are unchanged."""
+    with running(SmtpRecorder(pipelining=pipelining), enable_SMTPUTF8=True) as relay:
+        report = send(ledger, plain(relay), [*addresses(2), UTF8_READER])
+    assert (report.sent, report.failed) == (3, 0)
+    options = {m.recipients: m.mail_options for m in relay.messages}
+    assert options[(UTF8_READER,)] == ("SMTPUTF8",)
+    assert options[(addresses(1)[0],)] == ()
+    (utf8_copy,) = [m for m in relay.messages if m.recipients == (UTF8_READER,)]
+    assert f"To: {UTF8_READER}".encode() in utf8_copy.data
+
+
+def test_without_smtputf8_a_utf8_reader_fails_with_a_reason_and_a_later_send_retries_it(
+    ledger: Ledger,
+) -> None:
+    """A relay that does not offer SMTPUTF8 gets no command for that reader: the row is failed
+    with NO_SMTPUTF8, everyone else is sent; resuming the issue through a relay that offers it
+    delivers that copy, once."""
+    with running(SmtpRecorder(), enable_SMTPUTF8=False) as ascii_only:
+        report = send(ledger, plain(ascii_only), [*addresses(2), UTF8_READER])
+    assert (report.sent, report.failed, report.bounced) == (2, 1, ())
+    assert ascii_only.recipients() == set(addresses(2))
+    row = ledger.row(ISSUE, UTF8_READER)
+    assert row is not None and (row.state, row.reply_text) == (RowState.FAILED, NO_SMTPUTF8)
+    with running(SmtpRecorder(), enable_SMTPUTF8=True) as relay:
+        again = send(ledger, plain(relay), [*addresses(2), UTF8_READER])
+    assert (again.sent, again.failed) == (1, 0)
+    assert relay.recipients() == {UTF8_READER}
+    assert ledger.counts(ISSUE) == Counts(sent=3)
+
+
+def test_a_utf8_address_goes_into_the_maildir_outbox(ledger: Ledger, tmp_path: Path) -> None:
+    """The outbox needs no SMTP extension: a UTF-8 reader's copy is written like any other."""
+    report = send(ledger, Outbox(tmp_path / "outbox"), [UTF8_READER])
+    assert report.sent == 1
+    (copy,) = mailbox.Maildir(tmp_path / "outbox", create=False)
+    assert f"To: {UTF8_READER}".encode() in copy.as_bytes()
 
 
 def test_without_smtp_host_messages_go_to_a_maildir_outbox(ledger: Ledger, tmp_path: Path) -> None:
