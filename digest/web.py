@@ -144,13 +144,19 @@ class _Refusal(Exception):
     """Ends a request with a plain page: what went wrong and what the reader can do.
 
     `form` names what is wrong with a form (a key of _FORM_PROBLEMS), so the page says that
-    rather than that the link is incomplete."""
+    rather than that the link is incomplete; `language` is the reader's, once a token names one."""
 
     def __init__(
-        self, status: HTTPStatus, *, headers: tuple[tuple[str, str], ...] = (), form: str = ""
+        self,
+        status: HTTPStatus,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        form: str = "",
+        language: str = "",
     ) -> None:
         super().__init__(status.phrase)
         self.status, self.headers, self.form = status, headers, form
+        self.language = language
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +260,12 @@ class _Site:
         try:
             reply = self.route(environ)
         except _Refusal as refusal:
-            reply = self.problem(refusal.status, headers=refusal.headers, form=refusal.form)
+            reply = self.problem(
+                refusal.status,
+                headers=refusal.headers,
+                form=refusal.form,
+                language=refusal.language,
+            )
         except DigestError as err:  # the subscriber file is locked too long, unreadable, ...
             environ["wsgi.errors"].write(f"digest serve: {err}\n")
             reply = self.problem(HTTPStatus.SERVICE_UNAVAILABLE, headers=(("Retry-After", "60"),))
@@ -357,20 +368,21 @@ class _Site:
         subscriber = subscribers.find(visit.email)
         if subscriber is None:
             return self.unsubscribed(visit, None, just_now=False)
+        own = subscriber.language  # a page about their form is in their language
         if form.get("resubscribe") == ["yes"]:
             if subscriber.status is not SubscriberStatus.UNSUBSCRIBED:
-                raise _Refusal(HTTPStatus.BAD_REQUEST, form="resubscribe")
+                raise _Refusal(HTTPStatus.BAD_REQUEST, form="resubscribe", language=own)
             subscribers.set_status(visit.email, SubscriberStatus.SUBSCRIBED, at=self.clock())
             return self.show_preferences(visit, notice="resubscribed")
         picked = form.get("section", [])
         languages = form.get("language", [])
         known = {code for code, _ in self.language_choices(subscriber.language)}
         if not set(picked) <= set(self.section_names):
-            raise _Refusal(HTTPStatus.BAD_REQUEST, form="section")
+            raise _Refusal(HTTPStatus.BAD_REQUEST, form="section", language=own)
         if len(languages) != 1:
-            raise _Refusal(HTTPStatus.BAD_REQUEST, form="unreadable")
+            raise _Refusal(HTTPStatus.BAD_REQUEST, form="unreadable", language=own)
         if languages[0] not in known:
-            raise _Refusal(HTTPStatus.BAD_REQUEST, form="language")
+            raise _Refusal(HTTPStatus.BAD_REQUEST, form="language", language=own)
         # None ticked, or all: every section, including sections added later.
         everything = set(picked) in (set(), set(self.section_names))
         sections = () if everything else tuple(n for n in self.section_names if n in picked)
@@ -418,14 +430,20 @@ class _Site:
         return wanted if wanted in self.catalogs else SOURCE_LANGUAGE
 
     def problem(
-        self, status: HTTPStatus, *, headers: tuple[tuple[str, str], ...] = (), form: str = ""
+        self,
+        status: HTTPStatus,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        form: str = "",
+        language: str = "",
     ) -> _Reply:
-        """A refusal's page, in the newsletter's language: no token, so no reader, is known."""
+        """A refusal's page, in the reader's language when a token named them, else in the
+        newsletter's."""
         heading, paragraphs = _FORM_PROBLEMS[form] if form else _PROBLEMS[status]
-        catalog = self.catalogs[self.page_language("")]
+        catalog = self.catalogs[self.page_language(language)]
         page = self.page(
             "problem.html.j2",
-            "",
+            language,
             status=status,
             heading=catalog.get(heading) or heading,
             paragraphs=tuple(catalog.get(p) or p for p in paragraphs),

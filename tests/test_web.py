@@ -370,6 +370,14 @@ def test_a_bad_form_gets_a_page_saying_what_is_wrong_with_it(
     assert says in page.words and "Nothing was changed." in page.words
 
 
+def test_a_bad_form_from_a_spanish_reader_gets_its_page_in_spanish(site: Site) -> None:
+    """The token names the reader, so the page about their form speaks their language."""
+    fields = [("section", "Labor"), ("language", "xx")]
+    page = Page(post(site.page("preferences", "ana.perez@example.org"), fields).text)
+    assert page.all("html", lang="es")
+    assert "No se cambió nada." in page.words
+
+
 def test_a_spanish_reader_gets_spanish_pages(site: Site) -> None:
     """A row with language `es` gets the pages in Spanish, with lang="es"."""
     html = fetch(site.page("unsubscribe", "ana.perez@example.org")).text
