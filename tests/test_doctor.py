@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import re
 import socket
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -22,8 +21,7 @@ import pytest
 import trustme
 from click.testing import CliRunner, Result
 from conftest import HttpServer
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from dkim_keys import DkimKeyFile, make_key
 from smtp_server import (
     SmtpRecorder,
     free_port,
@@ -418,28 +416,6 @@ def nameserver(dns_server: DnsServer) -> Iterator[DnsServer]:
     yield dns_server
     dns_server.records.clear()
     dns_server.silent = False
-
-
-@dataclass(frozen=True)
-class DkimKeyFile:
-    path: Path
-    record: str  # the TXT record publishing its public half
-
-
-def make_key(folder: Path, bits: int) -> DkimKeyFile:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    path = folder / f"dkim-{bits}.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return DkimKeyFile(path, f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode()}")
 
 
 @pytest.fixture(scope="module")

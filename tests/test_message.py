@@ -18,8 +18,7 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from dkim_keys import make_key
 from email_validator import EmailNotValidError, validate_email
 from example_issue import NOW, example_project, synthetic_issue
 from hypothesis import HealthCheck, given, settings
@@ -60,18 +59,10 @@ def example(project: tuple[Config, Issue]) -> tuple[Config, Issue, Rendered]:
 
 
 @pytest.fixture(scope="module")
-def rsa_key() -> tuple[bytes, bytes]:
+def rsa_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
     """A fresh 2048-bit RSA key: (private key PEM, the DNS TXT record publishing it)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    key = make_key(tmp_path_factory.mktemp("rsa"))
+    return key.path.read_bytes(), key.record.encode()
 
 
 @pytest.fixture(scope="module")

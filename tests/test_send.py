@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import email
 import email.policy
 import mailbox
@@ -22,8 +21,7 @@ import dkim
 import filelock
 import pytest
 from click.testing import CliRunner, Result
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from dkim_keys import make_key
 from smtp_server import (
     DROP_AFTER_DATA,
     SlowData,
@@ -553,24 +551,8 @@ READER = "ana.perez@example.org"  # the first subscribed reader: hers is the dry
 @pytest.fixture(scope="module")
 def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], bytes]:
     """DKIM settings with a fresh 2048-bit key in a file, and the DNS TXT record publishing it."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = tmp_path_factory.mktemp("dkim") / "dkim.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    settings = {
-        "DKIM_PRIVATE_KEY_FILE": str(path),
-        "DKIM_SELECTOR": "digest",
-        "DKIM_DOMAIN": "dispatch.example.org",
-    }
-    return settings, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    key = make_key(tmp_path_factory.mktemp("dkim"))
+    return key.env("dispatch.example.org"), key.record.encode()
 
 
 def test_the_built_eml_unsubscribes_in_one_click_on_digest_serve_and_its_dkim_verifies(
