@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ from digest.errors import (
     ConfigError,
     DigestError,
     PartialDelivery,
+    SendInterrupted,
     SubscriberFileError,
     TokenError,
 )
@@ -77,16 +80,37 @@ class App:
 
 
 class DigestGroup(click.Group):
-    """Shows a DigestError as one line (with the traceback under -v) and exits with its code."""
+    """Shows a DigestError as one line (with the traceback under -v) and exits with its code;
+    Ctrl-C and SIGTERM exit 130 with one line, before click turns them into "Aborted!"."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with _terminate_as_interrupt():
+                return super().invoke(ctx)
+        except KeyboardInterrupt as interrupt:
+            if ctx.params.get("verbose"):
+                traceback.print_exception(interrupt)
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
         except DigestError as err:
             if ctx.params.get("verbose"):
                 traceback.print_exception(err)
-            click.echo(f"error: {err}", err=True)
+            label = "interrupted" if isinstance(err, SendInterrupted) else "error"
+            click.echo(f"{label}: {err}", err=True)
             ctx.exit(err.exit_code)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a service manager's or `kill`'s stop) does what Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach only main
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 class DateParam(click.ParamType[date, str]):
@@ -580,7 +604,8 @@ def issues_group(ctx: click.Context) -> None:
     """List the recorded issues: their period, articles, and copies sent, failed and unknown.
 
     An issue is recorded when its send begins; "sent at" is when no copy was left pending
-    (until then it says how many are). `digest issues show ID` prints one issue in full.
+    (until then it says how many are, and whether a send is under way or was interrupted).
+    `digest issues show ID` prints one issue in full.
 
     \b
       digest issues
@@ -594,6 +619,7 @@ def issues_group(ctx: click.Context) -> None:
         click.echo("no issues yet")
         return
     zone = app.config.newsletter.timezone
+    unsent = "sending" if pipeline.send_in_progress(app.config) else "interrupted"
     rows = [("id", "period", "articles", "sent", "failed", "unknown", "sent at")]
     rows += [
         (
@@ -603,7 +629,9 @@ def issues_group(ctx: click.Context) -> None:
             str(r.counts.sent),
             str(r.counts.failed),
             str(r.counts.unknown),
-            history.minute(r.sent_at, zone) if r.sent_at else f"{r.counts.pending} pending",
+            history.minute(r.sent_at, zone)
+            if r.sent_at
+            else f"{unsent}, {r.counts.pending + r.counts.sending:,} pending",
         )
         for r in records
     ]

@@ -7,6 +7,8 @@ import asyncio
 import itertools
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -42,6 +44,7 @@ from digest.errors import (
     MessageError,
     SelectionError,
     SendInProgress,
+    SendInterrupted,
     SourceError,
     SubscriberFileError,
 )
@@ -448,27 +451,35 @@ def _deliver_issue(
         )
         processes = _processes(config, options, settings, total)
         try:
-            if processes == 1:
-                report = asyncio.run(
-                    sender.deliver(
-                        itertools.islice(
-                            _pending_copies(composer, book, iter(file), skipped), options.limit
-                        ),
-                        book,
-                        settings,
-                        _delivery_options(config, options),
-                        issue_id=issue.id,
-                        on_bounce=bounced.append,
-                        on_progress=on_progress,
+            with _stop_on_signals() as stop:
+                if processes == 1:
+                    report = asyncio.run(
+                        sender.deliver(
+                            itertools.islice(
+                                _pending_copies(composer, book, iter(file), skipped), options.limit
+                            ),
+                            book,
+                            settings,
+                            _delivery_options(config, options),
+                            issue_id=issue.id,
+                            on_bounce=bounced.append,
+                            on_progress=on_progress,
+                            stop=stop,
+                        )
                     )
-                )
-            else:
-                task = _ShardTask(config, issue, options, now)
-                report = _deliver_in_shards(task, processes, skipped, bounced, on_progress)
+                else:
+                    task = _ShardTask(config, issue, options, now)
+                    report = _deliver_in_shards(
+                        task, processes, skipped, bounced, on_progress, stop
+                    )
+        except KeyboardInterrupt as err:  # a second Ctrl-C: stopped at once
+            raise _interrupted(book, issue.id) from err
         finally:
             if config.send.mark_bounced:
                 file.set_statuses(bounced, SubscriberStatus.BOUNCED, at=now)
         complete = book.counts(issue.id).pending == 0
+        if stop() and not complete:
+            raise _interrupted(book, issue.id)
     if complete:
         with Archive.open(config.archive_path) as archive:
             archive.mark_sent(issue.id, sent_at=now)
@@ -483,6 +494,40 @@ def _deliver_issue(
         outbox=settings.path if isinstance(settings, sender.Outbox) else None,
         processes=processes,
     )
+
+
+def _interrupted(book: Ledger, issue_id: str) -> SendInterrupted:
+    counts = book.counts(issue_id)
+    left = counts.pending + counts.sending
+    return SendInterrupted(
+        f"{counts.sent:,} copies sent, {left:,} not yet",
+        where=issue_id,
+        hint=f"run the same command again, or `digest send --issue {issue_id}`, to send the rest",
+    )
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[Callable[[], bool]]:
+    """While a send runs, Ctrl-C or SIGTERM asks it to stop: no new copy is started, those in
+    flight finish, and the ledger is left for a rerun to resume. A second signal stops it at
+    once (KeyboardInterrupt); a copy then in flight is `unknown` to the rerun."""
+    asked = False
+
+    def ask(signum: int, frame: object) -> None:
+        nonlocal asked
+        if asked:
+            raise KeyboardInterrupt
+        asked = True
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach only main
+        yield lambda: asked
+        return
+    previous = {number: signal.signal(number, ask) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: asked
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
 def send_test_copies(
@@ -574,6 +619,7 @@ def _deliver_in_shards(
     skipped: list[str],
     bounced: list[str],
     on_progress: Callable[[sender.SendReport], None] | None,
+    stop: Callable[[], bool],
 ) -> sender.SendReport:
     """Deliver the frozen issue from `processes` processes, each to every Nth reader of the
     list (see digest.shards); their reports added up. Raises the first one's error after the
@@ -596,6 +642,7 @@ def _deliver_in_shards(
         task,
         processes,
         on_progress=None if on_progress is None else lambda reports: on_progress(combined(reports)),
+        stop=stop,
     )
     report = combined(gathered.progress)
     bounced.extend(report.bounced)
@@ -679,6 +726,15 @@ def _send_lock(config: Config) -> Iterator[None]:
             where=str(path),
             hint="let it finish; an interrupted send resumes when run again",
         ) from err
+
+
+def send_in_progress(config: Config) -> bool:
+    """Whether a send of this list holds the send lock right now."""
+    try:
+        with _send_lock(config):
+            return False
+    except SendInProgress:
+        return True
 
 
 RunStatus = Literal["sent", "already sent", "in progress", "too few articles"]

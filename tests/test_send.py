@@ -7,6 +7,7 @@ import email.policy
 import mailbox
 import os
 import pty
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 import filelock
 import pytest
 from click.testing import CliRunner, Result
+from processes import Ended, signal_when, start_digest
 from smtp_server import (
     DROP_AFTER_DATA,
     SlowData,
@@ -432,3 +434,68 @@ def test_killing_a_two_process_send_stops_both_and_a_rerun_completes_it(project:
 def smtp_copies_at_most_one(server: SmtpRecorder, readers: set[str]) -> bool:
     copies = server.copies()
     return set(copies) <= readers and all(n == 1 for n in copies.values())
+
+
+def outbox_recipients(project: Path) -> list[str]:
+    """The To: address of every message in the project's outbox/ Maildir."""
+    outbox = mailbox.Maildir(project.parent / "outbox", create=True)
+    return [str(message["To"]).rsplit("<", 1)[-1].rstrip(">") for message in outbox]
+
+
+def assert_interrupted(ended: Ended) -> None:
+    """Stopped within a few seconds, exit 130, one line on stderr saying how to resume."""
+    assert ended.seconds < 10, f"took {ended.seconds:.1f}s to stop"
+    assert ended.returncode == 130, ended.stderr
+    (line,) = ended.stderr.splitlines()[-1:]
+    assert line.startswith("interrupted: 2026-W47: ") and "not yet" in line, ended.stderr
+    assert "`digest send --issue 2026-W47`" in line and "Aborted" not in ended.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_an_outbox_send_at_once_and_a_rerun_completes_it(
+    project: Path, signum: int
+) -> None:
+    """Ctrl-C or SIGTERM mid-send into the outbox: it stops within seconds, exits 130 saying how
+    to resume, `digest issues` says so, and a rerun writes the rest, one copy per reader."""
+    readers = add_readers(project, 3000) | SUBSCRIBED
+    env: dict[str, str | None] = {"DIGEST_SECRET": SECRET, "SMTP_HOST": None}
+    process = start_digest(project, "send", *WEEK, env=env)
+    new = project.parent / "outbox" / "new"
+    ended = signal_when(
+        process, lambda: new.is_dir() and len(os.listdir(new)) >= 50, signum, what="50 copies"
+    )
+    assert_interrupted(ended)
+    written = len(outbox_recipients(project))
+    assert 50 <= written < len(readers)
+    assert ledger_counts(project) == (written, 0, 0, len(readers) - written)
+    listed = run(project, "issues", env=env)
+    assert f"interrupted, {len(readers) - written:,} pending" in listed.stdout
+    resumed = run(project, "send", *WEEK, env=env)
+    assert resumed.exit_code == 0, resumed.output
+    assert sorted(outbox_recipients(project)) == sorted(readers)
+    assert ledger_counts(project) == (len(readers), 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("signum", "processes"),
+    [(signal.SIGINT, "1"), (signal.SIGTERM, "1"), (signal.SIGINT, "2"), (signal.SIGTERM, "2")],
+    ids=["SIGINT-1", "SIGTERM-1", "SIGINT-2", "SIGTERM-2"],
+)
+def test_a_signal_stops_a_relay_send_at_once_and_a_rerun_completes_it(
+    project: Path, smtp: SmtpRecorder, signum: int, processes: str
+) -> None:
+    """Ctrl-C or SIGTERM mid-send over SMTP, from one process or two: the copies in flight
+    finish, none is left unknown, it exits 130 saying how to resume, and a rerun sends the
+    rest, one copy per reader."""
+    readers = add_readers(project, 1500) | SUBSCRIBED
+    process = start_digest(
+        project, "send", *WEEK, "--processes", processes, "--concurrency", "4", env=smtp_env(smtp)
+    )
+    ended = signal_when(process, lambda: len(smtp.messages) >= 50, signum, what="50 copies")
+    assert_interrupted(ended)
+    sent, failed, unknown, pending = ledger_counts(project)
+    assert (failed, unknown) == (0, 0) and sent == len(smtp.messages) == len(readers) - pending
+    assert pending > 0
+    resumed = run(project, "send", *WEEK, env=smtp_env(smtp))
+    assert resumed.exit_code == 0, resumed.output
+    assert smtp.copies() == {address: 1 for address in readers}
