@@ -1034,7 +1034,18 @@ def remove(app: App, email: str, yes: bool) -> None:
     if not file.matching(email):
         raise SubscriberFileError(f"{email} is not on the list", where=file.path.name)
     if not yes:
-        click.confirm(f"Delete {email} from {file.path.name}?", abort=True, err=True)
+        try:
+            confirmed = click.confirm(f"Delete {email} from {file.path.name}?", err=True)
+        except click.Abort as abort:  # click's answer to Ctrl-C, and to no input at all
+            click.echo(err=True)  # end the question's line
+            if isinstance(abort.__context__, KeyboardInterrupt):
+                raise KeyboardInterrupt from None
+            raise SubscriberFileError(
+                f"no answer to the question whether to delete {email}: nothing removed",
+                hint="pass --yes to delete without asking (no terminal to ask at)",
+            ) from None
+        if not confirmed:
+            raise click.Abort
     removed = file.remove(email)
     click.echo(f"removed {email}" + (f" ({removed} rows)" if removed > 1 else ""))
 

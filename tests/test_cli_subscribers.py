@@ -230,6 +230,22 @@ def test_remove_asks_first(project: Path) -> None:
     assert missing.exit_code == 1 and "not on the list" in missing.stderr
 
 
+def test_remove_without_a_terminal_or_yes_says_to_pass_yes(project: Path) -> None:
+    """No answer to the question (stdin closed, as from cron): one line naming --yes, no change."""
+    command = [sys.executable, "-m", "digest", "--config", str(project), "subscribers"]
+    result = subprocess.run(
+        [*command, "remove", "bo.li@example.net"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()[-1:]
+    assert line.startswith("error: no answer") and "pass --yes" in line, result.stderr
+    assert "Aborted" not in result.stderr and len(rows(project)) == 5
+
+
 def test_commands_in_parallel_processes_lose_no_change(project: Path) -> None:
     """Six `digest` processes adding and unsubscribing at once: every change is in the file."""
     base = [sys.executable, "-m", "digest", "--config", str(project), "subscribers"]
