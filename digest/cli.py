@@ -1131,9 +1131,14 @@ def import_subscribers(app: App, source: Path, platform: str, dry_run: bool) -> 
     help="Write to this file (default: standard output).",
 )
 @click.option("--status", type=STATUS_CHOICE, help="Only subscribers with this status.")
+@click.option("--force", is_flag=True, help="Overwrite the -o file if it exists.")
 @click.pass_obj
-def export(app: App, output_format: str, output: Path | None, status: str | None) -> None:
+def export(
+    app: App, output_format: str, output: Path | None, status: str | None, force: bool
+) -> None:
     """Write the list as CSV or JSON, safe to open in a spreadsheet.
+
+    An existing -o file is left alone unless --force.
 
     \b
       digest subscribers export --status subscribed -o subscribed.csv
@@ -1142,6 +1147,12 @@ def export(app: App, output_format: str, output: Path | None, status: str | None
     if output is not None and output.resolve() == file.path.resolve():
         raise SubscriberFileError(
             "the export would overwrite the subscriber list", where=str(output)
+        )
+    if output is not None and output.exists() and not force:
+        raise SubscriberFileError(
+            "the file exists: nothing written",
+            where=str(output),
+            hint="pass --force to overwrite it, or choose another file",
         )
     unreadable: list[int] = []
     chosen = subscribers.select(

@@ -469,6 +469,7 @@ class SubscriberFile:
         try:
             lock = filelock.FileLock(self.lock_path, timeout=self.lock_timeout)
             with lock:
+                self._refuse_if_read_only()
                 self._sweep()
                 # Private while written; a new list gets the usual mode (umask applies).
                 fd, name = _temporary(folder, self.path.name, 0o600 if self.exists() else 0o666)
@@ -497,6 +498,20 @@ class SubscriberFile:
                 f"cannot write the subscriber list: {err}", where=str(self.path)
             ) from err
         return True
+
+    def _refuse_if_read_only(self) -> None:
+        """A list its owner made read-only is not replaced through the rename, which needs only
+        the folder writable. The mode bits count as well as access(2): root may write anything."""
+        if not self.exists():
+            return
+        mode = stat.S_IMODE(self.path.stat().st_mode)
+        if mode & 0o222 and os.access(self.path, os.W_OK):
+            return
+        raise SubscriberFileError(
+            f"the subscriber list is read-only (mode {mode:o}): nothing changed",
+            where=str(self.path),
+            hint=f"make it writable (chmod u+w {self.path.name}) to change it",
+        )
 
     def _replace(self, temporary: Path) -> None:
         """Keep the current file as the backup, put `temporary` in its place, sync the folder."""

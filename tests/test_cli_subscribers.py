@@ -382,3 +382,35 @@ def test_export_will_not_overwrite_the_list(project: Path) -> None:
     result = subs(project, "export", "-o", listing(project))
     assert result.exit_code == 1 and "would overwrite the subscriber list" in result.stderr
     assert listing(project).read_bytes() == before
+
+
+def test_export_leaves_an_existing_file_alone_unless_force(project: Path) -> None:
+    """-o digest.toml is refused, the config untouched, with a hint; --force overwrites."""
+    config = project.read_bytes()
+    refused = subs(project, "export", "-o", project)
+    assert refused.exit_code == 1 and refused.stderr.count("\n") == 1
+    assert "the file exists: nothing written" in refused.stderr and "--force" in refused.stderr
+    assert project.read_bytes() == config
+    forced = subs(project, "export", "-o", project, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert project.read_text(encoding="utf-8").startswith("email,")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [["add", "new.reader@example.org"], ["unsubscribe", "ana.perez@example.org"]],
+    ids=["add", "unsubscribe"],
+)
+def test_a_read_only_list_is_refused_and_left_as_it_is(project: Path, change: list[str]) -> None:
+    """Mode 444 is the owner's word, even for root, whom permissions would not stop: one line
+    naming the file and the mode, and the file unchanged (not replaced through the rename)."""
+    before = listing(project).read_bytes()
+    inode = listing(project).stat().st_ino
+    listing(project).chmod(0o444)
+    result = subs(project, *change)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "subscribers.csv: the subscriber list is read-only (mode 444)" in result.stderr
+    assert "chmod u+w" in result.stderr
+    assert listing(project).read_bytes() == before and listing(project).stat().st_ino == inode
+    listing(project).chmod(0o644)
+    assert subs(project, *change).exit_code == 0
