@@ -443,6 +443,7 @@ def send(
 def show_send_outcome(app: App, outcome: pipeline.SendOutcome, *, what: str = "") -> None:
     """The final summary line; exit 3 when some copies failed or may not have arrived."""
     report = outcome.report
+    _warn_unreadable(app, _subscriber_file(app), list(outcome.unreadable))
     if outcome.outbox is not None:
         app.info(f"SMTP_HOST is unset: messages went to the Maildir {outcome.outbox}")
     click.echo(
@@ -1013,7 +1014,11 @@ def unsubscribe_address(app: App, email: str) -> None:
             where=file.path.name,
             hint="`digest subscribers list` shows who is",
         )
-    status = rows[0].subscriber.status.value if rows[0].subscriber else rows[0].cell("status")
+    status = (
+        rows[0].subscriber.status.value
+        if rows[0].subscriber
+        else subscribers.printable(rows[0].cell("status"))
+    )
     click.echo(f"{email} is already {status}; nothing changed")
 
 

@@ -373,6 +373,7 @@ class SendOutcome:
     composed: int = 0  # dry run: copies composed
     sample: bytes | None = None  # dry run: the first copy, as it would be sent
     processes: int = 1  # how many processes delivered it
+    unreadable: tuple[int, ...] = ()  # lines of the list's rows that cannot be read: no copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,6 +445,7 @@ def _deliver_issue(
         total = pending if options.limit is None else min(pending, options.limit)
         skipped: list[str] = []
         bounced: list[str] = []
+        unreadable: list[int] = []
         on_progress = (
             None
             if progress is None
@@ -456,7 +458,10 @@ def _deliver_issue(
                     report = asyncio.run(
                         sender.deliver(
                             itertools.islice(
-                                _pending_copies(composer, book, iter(file), skipped), options.limit
+                                _pending_copies(
+                                    composer, book, file.shard(0, 1, unreadable), skipped
+                                ),
+                                options.limit,
                             ),
                             book,
                             settings,
@@ -470,7 +475,7 @@ def _deliver_issue(
                 else:
                     task = _ShardTask(config, issue, options, now)
                     report = _deliver_in_shards(
-                        task, processes, skipped, bounced, on_progress, stop
+                        task, processes, skipped, bounced, unreadable, on_progress, stop
                     )
         except KeyboardInterrupt as err:  # a second Ctrl-C: stopped at once
             raise _interrupted(book, issue.id) from err
@@ -493,6 +498,7 @@ def _deliver_issue(
         ),
         outbox=settings.path if isinstance(settings, sender.Outbox) else None,
         processes=processes,
+        unreadable=tuple(sorted(unreadable)),
     )
 
 
@@ -611,6 +617,7 @@ class _ShardTask:
 @dataclass(frozen=True, slots=True)
 class _ShardResult:
     skipped: tuple[str, ...]  # readers of this share who get no copy
+    unreadable: tuple[int, ...]  # lines of this share's rows that cannot be read
 
 
 def _deliver_in_shards(
@@ -618,6 +625,7 @@ def _deliver_in_shards(
     processes: int,
     skipped: list[str],
     bounced: list[str],
+    unreadable: list[int],
     on_progress: Callable[[sender.SendReport], None] | None,
     stop: Callable[[], bool],
 ) -> sender.SendReport:
@@ -647,6 +655,7 @@ def _deliver_in_shards(
     report = combined(gathered.progress)
     bounced.extend(report.bounced)
     skipped.extend(name for result in gathered.results for name in result.skipped)
+    unreadable.extend(line for result in gathered.results for line in result.unreadable)
     if gathered.error is not None:
         raise gathered.error
     return report
@@ -659,7 +668,8 @@ def _deliver_shard(task: _ShardTask, shard: shards.Shard) -> _ShardResult:
     settings = sender.read_settings(config.env, root=config.root)
     renderer = _Renderer(config, issue)
     composer = message.Composer(config, issue, renderer, now=task.now)
-    readers = SubscriberFile(config.subscribers_path).shard(shard.index, shard.count)
+    unreadable: list[int] = []
+    readers = SubscriberFile(config.subscribers_path).shard(shard.index, shard.count, unreadable)
     limit = task.options.limit
     skipped: list[str] = []
     # The tallies the parent adds up: the last progress report, then the final one.
@@ -687,7 +697,7 @@ def _deliver_shard(task: _ShardTask, shard: shards.Shard) -> _ShardResult:
             )
         finally:
             shard.progress(last, final=True)
-    return _ShardResult(tuple(skipped))
+    return _ShardResult(tuple(skipped), tuple(unreadable))
 
 
 def _share(total: int, shard: shards.Shard) -> int:

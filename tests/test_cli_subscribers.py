@@ -13,6 +13,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from digest.cli import cli
+from digest.models import SubscriberStatus
+from digest.subscribers import SubscriberFile
 
 FIXTURES = Path(__file__).parent / "fixtures" / "subscribers"
 
@@ -207,6 +209,27 @@ def test_unsubscribe_stops_mail_and_keeps_the_row(project: Path) -> None:
     assert again.stdout == "ana.perez@example.org is already unsubscribed; nothing changed\n"
     bounced = subs(project, "unsubscribe", "eli.santos@example.com")
     assert bounced.stdout == "eli.santos@example.com is already bounced; nothing changed\n"
+
+
+def test_a_row_that_is_not_utf8_blocks_no_unsubscribe_and_validate_names_its_line(
+    project: Path,
+) -> None:
+    """A Latin-1 byte in one row: others still unsubscribe, that row's bytes stay as they were,
+    and validate reports it as an error on its own line."""
+    with listing(project).open("ab") as handle:
+        handle.write(b"zz@example.org,Ren\xe9,,subscribed\n")
+    left = subs(project, "unsubscribe", "ana.perez@example.org")
+    assert left.exit_code == 0, left.output
+    ana = SubscriberFile(listing(project)).find("ana.perez@example.org")
+    assert ana is not None and ana.status is SubscriberStatus.UNSUBSCRIBED
+    assert listing(project).read_bytes().endswith(b"zz@example.org,Ren\xe9,,subscribed\n")
+    checked = subs(project, "validate")
+    assert checked.exit_code == 1
+    assert (
+        checked.stdout == "subscribers.csv:7: not UTF-8 text (byte 0xE9); save the file as "
+        "UTF-8 (in a spreadsheet: CSV UTF-8)\n"
+    )
+    assert "error: subscribers.csv: 1 problem(s)" in checked.stderr
 
 
 def test_unsubscribing_someone_not_on_the_list_is_an_error(project: Path) -> None:

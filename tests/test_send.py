@@ -133,6 +133,23 @@ def test_without_smtp_host_messages_go_to_the_outbox_maildir(project: Path) -> N
     assert recipients == SUBSCRIBED
 
 
+def test_a_row_that_is_not_utf8_is_a_warning_and_the_others_get_their_copy(
+    project: Path, smtp: SmtpRecorder
+) -> None:
+    """A Latin-1 byte in one row: the send warns, naming its line, and everyone else is sent."""
+    readers = project.parent / "subscribers.csv"
+    with readers.open("ab") as handle:
+        handle.write(b"zz@example.org,Ren\xe9,,subscribed\n")
+    before = readers.read_bytes()
+    result = run(project, "send", *WEEK, env=smtp_env(smtp))
+    assert result.exit_code == 0, result.output
+    assert smtp.copies() == {address: 1 for address in SUBSCRIBED}
+    assert "warning: subscribers.csv: left out 1 row(s) that cannot be read (line 7)" in (
+        result.stderr
+    )
+    assert readers.read_bytes() == before
+
+
 def test_dry_run_composes_every_copy_and_sends_none(project: Path, smtp: SmtpRecorder) -> None:
     """--dry-run prints one sample message and a count, delivers nothing and freezes nothing."""
     result = run(project, "send", *WEEK, "--dry-run", env=smtp_env(smtp))
