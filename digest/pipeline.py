@@ -440,7 +440,10 @@ def _deliver_issue(
         if book.frozen_at(issue.id) is None:
             with Archive.open(config.archive_path) as archive:
                 archive.record_issue(issue, created_at=now)
-        frozen = _freeze(book, composer, renderer, file, options, now=now)
+        try:
+            frozen = _freeze(book, composer, renderer, file, options, now=now)
+        except KeyboardInterrupt as err:  # one transaction: nothing frozen, or all of it
+            raise _interrupted(book, issue.id) from err
         pending = book.counts(issue.id).pending
         total = pending if options.limit is None else min(pending, options.limit)
         skipped: list[str] = []
@@ -506,7 +509,7 @@ def _interrupted(book: Ledger, issue_id: str) -> SendInterrupted:
     counts = book.counts(issue_id)
     left = counts.pending + counts.sending
     return SendInterrupted(
-        f"{counts.sent:,} copies sent, {left:,} not yet",
+        f"{counts.sent:,} copies sent, {left:,} not yet" if counts.total else "no copy sent yet",
         where=issue_id,
         hint=f"run the same command again, or `digest send --issue {issue_id}`, to send the rest",
     )
