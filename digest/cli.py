@@ -11,8 +11,10 @@ import contextlib
 import functools
 import json
 import math
+import signal
 import socket
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from digest.errors import (
     ConfigError,
     DigestError,
     PartialDelivery,
+    SendInterrupted,
     SubscriberFileError,
     TokenError,
     echoed,
@@ -83,16 +86,37 @@ class App:
 
 
 class DigestGroup(click.Group):
-    """Shows a DigestError as one line (with the traceback under -v) and exits with its code."""
+    """Shows a DigestError as one line (with the traceback under -v) and exits with its code;
+    Ctrl-C and SIGTERM exit 130 with one line, before click turns them into "Aborted!"."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with _terminate_as_interrupt():
+                return super().invoke(ctx)
+        except KeyboardInterrupt as interrupt:
+            if ctx.params.get("verbose"):
+                traceback.print_exception(interrupt)
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
         except DigestError as err:
             if ctx.params.get("verbose"):
                 traceback.print_exception(err)
-            click.echo(f"error: {err}", err=True)
+            label = "interrupted" if isinstance(err, SendInterrupted) else "error"
+            click.echo(f"{label}: {err}", err=True)
             ctx.exit(err.exit_code)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a service manager's or `kill`'s stop) does what Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach only main
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 class DateParam(click.ParamType[date, str]):
@@ -499,6 +523,7 @@ def send(
 def show_send_outcome(app: App, outcome: pipeline.SendOutcome, *, what: str = "") -> None:
     """The final summary line; exit 3 when some copies failed or may not have arrived."""
     report = outcome.report
+    _warn_unreadable(app, _subscriber_file(app), list(outcome.unreadable))
     if outcome.outbox is not None:
         app.info(f"SMTP_HOST is unset: messages went to the Maildir {outcome.outbox}")
     click.echo(
@@ -683,7 +708,8 @@ def issues_group(ctx: click.Context) -> None:
     """List the recorded issues: their period, articles, and copies sent, failed and unknown.
 
     An issue is recorded when its send begins; "sent at" is when no copy was left pending
-    (until then it says how many are). `digest issues show ID` prints one issue in full.
+    (until then it says how many are, and whether a send is under way or was interrupted).
+    `digest issues show ID` prints one issue in full.
 
     \b
       digest issues
@@ -697,6 +723,7 @@ def issues_group(ctx: click.Context) -> None:
         click.echo("no issues yet")
         return
     zone = app.config.newsletter.timezone
+    unsent = "sending" if pipeline.send_in_progress(app.config) else "interrupted"
     rows = [("id", "period", "articles", "sent", "failed", "unknown", "sent at")]
     rows += [
         (
@@ -706,7 +733,9 @@ def issues_group(ctx: click.Context) -> None:
             str(r.counts.sent),
             str(r.counts.failed),
             str(r.counts.unknown),
-            history.minute(r.sent_at, zone) if r.sent_at else f"{r.counts.pending} pending",
+            history.minute(r.sent_at, zone)
+            if r.sent_at
+            else f"{unsent}, {r.counts.pending + r.counts.sending:,} pending",
         )
         for r in records
     ]
@@ -1099,7 +1128,11 @@ def unsubscribe_address(app: App, email: str) -> None:
             where=file.path.name,
             hint="`digest subscribers list` shows who is",
         )
-    status = rows[0].subscriber.status.value if rows[0].subscriber else rows[0].cell("status")
+    status = (
+        rows[0].subscriber.status.value
+        if rows[0].subscriber
+        else subscribers.printable(rows[0].cell("status"))
+    )
     click.echo(f"{email} is already {status}; nothing changed")
 
 
@@ -1122,7 +1155,18 @@ def remove(app: App, email: str, yes: bool) -> None:
             f"{echoed(email, quoted=False)} is not on the list", where=file.path.name
         )
     if not yes:
-        click.confirm(f"Delete {email} from {file.path.name}?", abort=True, err=True)
+        try:
+            confirmed = click.confirm(f"Delete {email} from {file.path.name}?", err=True)
+        except click.Abort as abort:  # click's answer to Ctrl-C, and to no input at all
+            click.echo(err=True)  # end the question's line
+            if isinstance(abort.__context__, KeyboardInterrupt):
+                raise KeyboardInterrupt from None
+            raise SubscriberFileError(
+                f"no answer to the question whether to delete {email}: nothing removed",
+                hint="pass --yes to delete without asking (no terminal to ask at)",
+            ) from None
+        if not confirmed:
+            raise click.Abort
     removed = file.remove(email)
     click.echo(f"removed {email}" + (f" ({removed} rows)" if removed > 1 else ""))
 
@@ -1211,9 +1255,14 @@ def import_subscribers(app: App, source: Path, platform: str, dry_run: bool) -> 
     help="Write to this file (default: standard output).",
 )
 @click.option("--status", type=STATUS_CHOICE, help="Only subscribers with this status.")
+@click.option("--force", is_flag=True, help="Overwrite the -o file if it exists.")
 @click.pass_obj
-def export(app: App, output_format: str, output: Path | None, status: str | None) -> None:
+def export(
+    app: App, output_format: str, output: Path | None, status: str | None, force: bool
+) -> None:
     """Write the list as CSV or JSON, safe to open in a spreadsheet.
+
+    An existing -o file is left alone unless --force.
 
     \b
       digest subscribers export --status subscribed -o subscribed.csv
@@ -1222,6 +1271,12 @@ def export(app: App, output_format: str, output: Path | None, status: str | None
     if output is not None and output.resolve() == file.path.resolve():
         raise SubscriberFileError(
             "the export would overwrite the subscriber list", where=str(output)
+        )
+    if output is not None and output.exists() and not force:
+        raise SubscriberFileError(
+            "the file exists: nothing written",
+            where=str(output),
+            hint="pass --force to overwrite it, or choose another file",
         )
     unreadable: list[int] = []
     chosen = subscribers.select(

@@ -99,3 +99,9 @@ class PartialDelivery(DigestError):
 
 class ScheduleError(DigestError):
     """The crontab cannot be read or written, or the schedule cannot be written as a cron line."""
+
+
+class SendInterrupted(DigestError):
+    """Ctrl-C or SIGTERM stopped a send part way; the ledger holds where to resume from."""
+
+    exit_code = 130

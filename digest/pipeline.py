@@ -7,6 +7,8 @@ import asyncio
 import itertools
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -43,6 +45,7 @@ from digest.errors import (
     MessageError,
     SelectionError,
     SendInProgress,
+    SendInterrupted,
     SourceError,
     SubscriberFileError,
 )
@@ -424,6 +427,7 @@ class SendOutcome:
     # (address, why) for each subscribed reader this run gave no copy, and each copy it failed
     skipped_readers: tuple[tuple[str, str], ...] = ()
     failed_readers: tuple[tuple[str, str], ...] = ()
+    unreadable: tuple[int, ...] = ()  # lines of the list's rows that cannot be read: no copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,13 +513,17 @@ def _deliver_issue(
         if book.frozen_at(issue.id) is None:
             with Archive.open(config.archive_path) as archive:
                 archive.record_issue(issue, created_at=now)
-        frozen = _freeze(book, composer, renderer, file, options, now=now)
+        try:
+            frozen = _freeze(book, composer, renderer, file, options, now=now)
+        except KeyboardInterrupt as err:  # one transaction: nothing frozen, or all of it
+            raise _interrupted(book, issue.id) from err
         pending = book.counts(issue.id).pending
         total = pending if options.limit is None else min(pending, options.limit)
         skipped: list[tuple[str, str]] = []
         left_out: list[str] = []
         bounced: list[str] = []
         started = datetime.now(UTC)
+        unreadable: list[int] = []
         on_progress = (
             None
             if progress is None
@@ -523,26 +531,32 @@ def _deliver_issue(
         )
         processes = _processes(config, options, settings, total)
         try:
-            if processes == 1:
-                report = asyncio.run(
-                    sender.deliver(
-                        itertools.islice(
-                            _pending_copies(composer, book, iter(file), skipped, left_out),
-                            options.limit,
-                        ),
-                        book,
-                        settings,
-                        _delivery_options(config, options),
-                        issue_id=issue.id,
-                        on_bounce=bounced.append,
-                        on_progress=on_progress,
+            with _stop_on_signals() as stop:
+                if processes == 1:
+                    report = asyncio.run(
+                        sender.deliver(
+                            itertools.islice(
+                                _pending_copies(
+                                    composer, book, file.shard(0, 1, unreadable), skipped, left_out
+                                ),
+                                options.limit,
+                            ),
+                            book,
+                            settings,
+                            _delivery_options(config, options),
+                            issue_id=issue.id,
+                            on_bounce=bounced.append,
+                            on_progress=on_progress,
+                            stop=stop,
+                        )
                     )
-                )
-            else:
-                task = _ShardTask(config, issue, options, now)
-                report = _deliver_in_shards(
-                    task, processes, skipped, left_out, bounced, on_progress
-                )
+                else:
+                    task = _ShardTask(config, issue, options, now)
+                    report = _deliver_in_shards(
+                        task, processes, skipped, left_out, bounced, unreadable, on_progress, stop
+                    )
+        except KeyboardInterrupt as err:  # a second Ctrl-C: stopped at once
+            raise _interrupted(book, issue.id) from err
         finally:
             if config.send.mark_bounced:
                 file.set_statuses(bounced, SubscriberStatus.BOUNCED, at=now)
@@ -552,6 +566,8 @@ def _deliver_issue(
             for row in book.rows(issue.id, ledger.RowState.FAILED)
             if row.finished_at is not None and row.finished_at >= started
         )
+        if stop() and not complete:
+            raise _interrupted(book, issue.id)
     if complete:
         with Archive.open(config.archive_path) as archive:
             archive.mark_sent(issue.id, sent_at=now)
@@ -568,7 +584,42 @@ def _deliver_issue(
         left_out=len(left_out),
         skipped_readers=tuple(skipped),
         failed_readers=failed,
+        unreadable=tuple(sorted(unreadable)),
     )
+
+
+def _interrupted(book: Ledger, issue_id: str) -> SendInterrupted:
+    counts = book.counts(issue_id)
+    left = counts.pending + counts.sending
+    return SendInterrupted(
+        f"{counts.sent:,} copies sent, {left:,} not yet" if counts.total else "no copy sent yet",
+        where=issue_id,
+        hint=f"run the same command again, or `digest send --issue {issue_id}`, to send the rest",
+    )
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[Callable[[], bool]]:
+    """While a send runs, Ctrl-C or SIGTERM asks it to stop: no new copy is started, those in
+    flight finish, and the ledger is left for a rerun to resume. A second signal stops it at
+    once (KeyboardInterrupt); a copy then in flight is `unknown` to the rerun."""
+    asked = False
+
+    def ask(signum: int, frame: object) -> None:
+        nonlocal asked
+        if asked:
+            raise KeyboardInterrupt
+        asked = True
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach only main
+        yield lambda: asked
+        return
+    previous = {number: signal.signal(number, ask) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: asked
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
 def send_test_copies(
@@ -662,6 +713,7 @@ class _ShardTask:
 class _ShardResult:
     skipped: tuple[tuple[str, str], ...]  # readers of this share who get no copy, and why
     left_out: tuple[str, ...]  # readers of this share added after the freeze
+    unreadable: tuple[int, ...]  # lines of this share's rows that cannot be read
 
 
 def _deliver_in_shards(
@@ -670,7 +722,9 @@ def _deliver_in_shards(
     skipped: list[tuple[str, str]],
     left_out: list[str],
     bounced: list[str],
+    unreadable: list[int],
     on_progress: Callable[[sender.SendReport], None] | None,
+    stop: Callable[[], bool],
 ) -> sender.SendReport:
     """Deliver the frozen issue from `processes` processes, each to every Nth reader of the
     list (see digest.shards); their reports added up. Raises the first one's error after the
@@ -693,11 +747,13 @@ def _deliver_in_shards(
         task,
         processes,
         on_progress=None if on_progress is None else lambda reports: on_progress(combined(reports)),
+        stop=stop,
     )
     report = combined(gathered.progress)
     bounced.extend(report.bounced)
     skipped.extend(name for result in gathered.results for name in result.skipped)
     left_out.extend(name for result in gathered.results for name in result.left_out)
+    unreadable.extend(line for result in gathered.results for line in result.unreadable)
     if gathered.error is not None:
         raise gathered.error
     return report
@@ -710,7 +766,8 @@ def _deliver_shard(task: _ShardTask, shard: shards.Shard) -> _ShardResult:
     settings = sender.read_settings(config.env, root=config.root)
     renderer = _Renderer(config, issue)
     composer = message.Composer(config, issue, renderer, now=task.now)
-    readers = SubscriberFile(config.subscribers_path).shard(shard.index, shard.count)
+    unreadable: list[int] = []
+    readers = SubscriberFile(config.subscribers_path).shard(shard.index, shard.count, unreadable)
     limit = task.options.limit
     skipped: list[tuple[str, str]] = []
     left_out: list[str] = []
@@ -739,7 +796,7 @@ def _deliver_shard(task: _ShardTask, shard: shards.Shard) -> _ShardResult:
             )
         finally:
             shard.progress(last, final=True)
-    return _ShardResult(tuple(skipped), tuple(left_out))
+    return _ShardResult(tuple(skipped), tuple(left_out), tuple(unreadable))
 
 
 def _share(total: int, shard: shards.Shard) -> int:
@@ -778,6 +835,15 @@ def _send_lock(config: Config) -> Iterator[None]:
             where=str(path),
             hint="let it finish; an interrupted send resumes when run again",
         ) from err
+
+
+def send_in_progress(config: Config) -> bool:
+    """Whether a send of this list holds the send lock right now."""
+    try:
+        with _send_lock(config):
+            return False
+    except SendInProgress:
+        return True
 
 
 RunStatus = Literal["sent", "already sent", "in progress", "too few articles"]

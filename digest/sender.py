@@ -52,6 +52,7 @@ DEFAULT_PORTS: Mapping[Security, int] = {"starttls": 587, "tls": 465, "none": 25
 THROTTLING = frozenset({421, 450, 451, 454})
 BUSY_RETRY = 0.0005  # seconds before trying a ledger write again while another process writes
 GATHER = 0.001  # seconds the pool's ledger writes are gathered for one commit
+STOP_POLL = 0.1  # seconds between looks at the stop flag while waiting (rate limit, backoff)
 OUTBOX = "outbox"
 
 
@@ -176,8 +177,8 @@ async def deliver(
     """Deliver each job whose ledger row is pending, recording every outcome in the ledger.
 
     `on_progress` gets the tallies so far after each outcome. Once `stop()` is true no new job
-    is started; those in flight finish. Raises SendError (rows not yet delivered stay pending)
-    when TLS or login fails.
+    is started; those in flight finish, and those waiting (rate limit, retry) stay pending.
+    Raises SendError (rows not yet delivered stay pending) when TLS or login fails.
     """
     run = _Run(ledger, options, issue_id, on_bounce, on_progress, stop)
     if isinstance(settings, Outbox):
@@ -389,18 +390,20 @@ class _Limiter:
         """Hold every connection back, e.g. after a throttling reply."""
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
-    async def acquire(self) -> None:
+    async def acquire(self, stopping: Callable[[], bool]) -> bool:
+        """Wait for a token; False, taking none, if the run is asked to stop meanwhile."""
         if not self._buckets and not self._lock.locked() and time.monotonic() >= self._paused_until:
-            return  # nothing to wait for: skip the lock, taken a thousand times a second
+            return True  # nothing to wait for: skip the lock, taken a thousand times a second
         async with self._lock:  # waiters queue here, so the buckets are shared fairly
-            while True:
+            while not stopping():
                 now = time.monotonic()
                 wait = max([self._paused_until - now] + [b.wait(now) for b in self._buckets])
                 if wait <= 0:
                     for bucket in self._buckets:
                         bucket.tokens -= 1
-                    return
-                await asyncio.sleep(wait)
+                    return True
+                await asyncio.sleep(min(wait, STOP_POLL))
+            return False
 
 
 class _Bucket:
@@ -465,14 +468,16 @@ async def _send_one(
     job: Job, connection: _Connection, limiter: _Limiter, book: _Book, run: _Run
 ) -> None:
     # Wait for the rate limit before claiming, so no row sits `sending` while held back.
-    await limiter.acquire()
+    if not await limiter.acquire(run.stopping):
+        return
     if not run.counted(await book.claim(job)):
         return
     options = run.options
     attempt = 1
     while True:
-        if attempt > 1:
-            await limiter.acquire()
+        if attempt > 1 and not await limiter.acquire(run.stopping):
+            run.ledger.release(run.issue_id, job.address)  # asked to stop: not sent, pending
+            return
         try:
             verdict = await connection.transmit(job)
         except _Fatal as fatal:
@@ -499,10 +504,23 @@ async def _send_one(
         delay = options.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
         if verdict.code in THROTTLING:
             limiter.pause(delay)
-        await asyncio.sleep(delay)
+        if not await _pause(delay, run.stopping):
+            run.ledger.release(run.issue_id, job.address)  # asked to stop: not sent, pending
+            return
         attempt += 1
         run.retries += 1
         run.ledger.note_attempt(run.issue_id, job.address)
+
+
+async def _pause(seconds: float, stopping: Callable[[], bool]) -> bool:
+    """Sleep; False, at once, if the run is asked to stop meanwhile."""
+    until = time.monotonic() + seconds
+    while not stopping():
+        left = until - time.monotonic()
+        if left <= 0:
+            return True
+        await asyncio.sleep(min(left, STOP_POLL))
+    return False
 
 
 class _Connection:

@@ -8,8 +8,9 @@ progress on.
 The processes are spawned, not forked: each is a fresh interpreter, so the parent's open SQLite
 connection, file lock and progress-bar thread are never shared by accident. A process stops
 taking new work when the parent asks (another one failed, or Ctrl-C in the parent) or when the
-parent is gone (their pipe closes), and finishes what it has in hand. Ctrl-C reaches only the
-parent, which asks them to stop and waits; a second Ctrl-C kills them.
+parent is gone (their pipe closes), and finishes what it has in hand. Ctrl-C and SIGTERM
+reach only the parent (the processes ignore them), which asks them to stop when its `stop()`
+says so, or on KeyboardInterrupt, and waits; a second Ctrl-C kills them.
 """
 
 from __future__ import annotations
@@ -73,8 +74,10 @@ def run(
     count: int,
     *,
     on_progress: Callable[[Sequence[Any]], None] | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> Gathered[R]:
-    """`work(task, shard)` in `count` processes; `on_progress` gets each shard's latest report.
+    """`work(task, shard)` in `count` processes; `on_progress` gets each shard's latest report;
+    once `stop()` is true, each is asked to stop (and returns what it did).
 
     `work` must be a module-level function (the child imports it by name) and `task` and the
     results picklable.
@@ -95,7 +98,7 @@ def run(
             theirs.close()
             pipes[ours] = index
             processes.append(process)
-        gathering = _Gathering[R](pipes, processes, on_progress)
+        gathering = _Gathering[R](pipes, processes, on_progress, stop)
         try:
             gathering.until_done()
         except KeyboardInterrupt:
@@ -123,8 +126,11 @@ class _Gathering(Generic[R]):
         pipes: dict[Connection, int],
         processes: list[Any],
         on_progress: Callable[[Sequence[Any]], None] | None,
+        stop: Callable[[], bool],
     ) -> None:
         self.pipes, self.processes, self.on_progress = pipes, processes, on_progress
+        self.stop = stop
+        self.stopped = False
         self.open = set(pipes)
         self.results: dict[int, R] = {}
         self.latest: dict[int, Any] = {}
@@ -132,11 +138,16 @@ class _Gathering(Generic[R]):
 
     def until_done(self) -> None:
         while self.open:
-            for pipe in wait(list(self.open)):
+            if self.stop():
+                self.stop_all()
+            for pipe in wait(list(self.open), timeout=PROGRESS_INTERVAL):
                 assert isinstance(pipe, Connection)
                 self._receive(pipe)
 
     def stop_all(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
         for pipe in self.open:
             _send(pipe, ("stop", None))
 
@@ -177,6 +188,7 @@ def _child(
     work: Callable[[T, Shard], R], task: T, index: int, count: int, pipe: Connection
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         result = work(task, Shard(index, count, pipe))
     except DigestError as err:

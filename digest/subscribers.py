@@ -14,6 +14,8 @@ Nothing is rewritten silently: a row nobody changed is copied byte for byte, whe
 read it or not (an unknown status, a bad date), and a changed row keeps every cell but the ones that
 changed, unknown columns included. A row that cannot be read still takes an unsubscribe, so a reader
 can always leave. A file whose CSV is broken (a quote that never closes) is refused with its line.
+Bytes that are not UTF-8 are read as lone surrogates (`surrogateescape`) and written back the same
+way: their row cannot be read (it is reported by line, like any other), and is copied byte for byte.
 """
 
 from __future__ import annotations
@@ -175,16 +177,21 @@ class SubscriberFile:
                 if values is not None:
                     yield _subscriber(values, cells, layout)
 
-    def shard(self, index: int, count: int) -> Iterator[Subscriber]:
+    def shard(
+        self, index: int, count: int, unreadable: list[int] | None = None
+    ) -> Iterator[Subscriber]:
         """The readable rows among every `count`th record from the `index`th (0-based): one
-        sending process's share of the list. The others' rows are not even parsed."""
+        sending process's share of the list; the lines of its rows that cannot be read go to
+        `unreadable`. The others' rows are not even parsed."""
         with _Scan(self.path, keep_raw=False) as scan:
             layout = scan.layout
             records = itertools.islice(scan.records(), index, None, count)
-            for _, cells, _ in records:
+            for line, cells, _ in records:
                 values = _values(cells, layout) if cells else None
                 if values is not None:
                     yield _subscriber(values, cells, layout)
+                elif cells and unreadable is not None:
+                    unreadable.append(line)
 
     def rows(self) -> Iterator[Row]:
         """Every non-blank row with its line number and, if it cannot be read, why."""
@@ -473,12 +480,15 @@ class SubscriberFile:
         try:
             lock = filelock.FileLock(self.lock_path, timeout=self.lock_timeout)
             with lock:
+                self._refuse_if_read_only()
                 self._sweep()
                 # Private while written; a new list gets the usual mode (umask applies).
                 fd, name = _temporary(folder, self.path.name, 0o600 if self.exists() else 0o666)
                 temporary = Path(name)
                 try:
-                    with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+                    with os.fdopen(
+                        fd, "w", encoding="utf-8", errors="surrogateescape", newline=""
+                    ) as out:
                         changed = write(out)
                         if changed:
                             out.flush()
@@ -501,6 +511,20 @@ class SubscriberFile:
                 f"cannot write the subscriber list: {err}", where=str(self.path)
             ) from err
         return True
+
+    def _refuse_if_read_only(self) -> None:
+        """A list its owner made read-only is not replaced through the rename, which needs only
+        the folder writable. The mode bits count as well as access(2): root may write anything."""
+        if not self.exists():
+            return
+        mode = stat.S_IMODE(self.path.stat().st_mode)
+        if mode & 0o222 and os.access(self.path, os.W_OK):
+            return
+        raise SubscriberFileError(
+            f"the subscriber list is read-only (mode {mode:o}): nothing changed",
+            where=str(self.path),
+            hint=f"make it writable (chmod u+w {self.path.name}) to change it",
+        )
 
     def _replace(self, temporary: Path) -> None:
         """Keep the current file as the backup, put `temporary` in its place, sync the folder."""
@@ -665,7 +689,8 @@ class _Scan:
         try:
             with self.path.open("rb") as probe:
                 self.bom = probe.read(3) == b"\xef\xbb\xbf"
-            self._file = self.path.open(encoding="utf-8-sig", newline="")
+            # A byte that is not UTF-8 becomes a lone surrogate: its row alone cannot be read.
+            self._file = self.path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
         except FileNotFoundError:
             raise _missing(self.path) from None
         except OSError as err:
@@ -750,6 +775,8 @@ def _values(cells: list[str], layout: _Layout) -> _Values | None:
         return None  # years 1 and 9999 cannot always be moved to another time zone
     if size > len(layout.names) and any(cell.strip() for cell in cells[len(layout.names) :]):
         return None
+    if _not_utf8(cells):
+        return None
     return (
         email,
         first.strip(),
@@ -771,6 +798,11 @@ def _problems(cells: list[str], layout: _Layout) -> tuple[str, ...]:
     width = len(layout.names)
     email, _, _, status_text, _, _, start, end, _ = layout.pick(_padded(cells, layout.width))
     problems = []
+    if bad := _not_utf8(cells):
+        problems.append(
+            f"not UTF-8 text (byte 0x{ord(bad) - 0xDC00:02X}); save the file as UTF-8 "
+            "(in a spreadsheet: CSV UTF-8)"
+        )
     if len(cells) > width and any(cell.strip() for cell in cells[width:]):
         problems.append(f"{len(cells)} cells, but the header names {width} columns")
     email = email.strip()
@@ -789,6 +821,23 @@ def _problems(cells: list[str], layout: _Layout) -> tuple[str, ...]:
         except ValueError:
             problems.append(f"{name}: {text!r} is not a date like 2026-01-31T09:00:00+00:00")
     return tuple(problems)
+
+
+def _not_utf8(cells: list[str]) -> str:
+    """The first byte of the row that was not UTF-8 (as its lone surrogate), or ""."""
+    text = "".join(cells)
+    if text.isascii():  # most rows: one fast pass
+        return ""
+    try:
+        text.encode("utf-8")  # only a lone surrogate cannot be encoded
+    except UnicodeEncodeError as err:
+        return text[err.start]
+    return ""
+
+
+def printable(text: str) -> str:
+    """Text read from the list, fit to print: a byte that was not UTF-8 shows as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _subscriber(values: _Values, cells: list[str], layout: _Layout) -> Subscriber:
@@ -1059,7 +1108,7 @@ def validate(file: SubscriberFile, sections: Collection[str]) -> Iterator[Proble
                     slot = (slot + 1) & mask
                     found = hashes[slot]
                 if found:
-                    yield Problem(line, f"{key} is already on line {lines[slot]}")
+                    yield Problem(line, f"{printable(key)} is already on line {lines[slot]}")
                 else:
                     hashes[slot], lines[slot] = wanted, line
                     seen.room -= 1

@@ -59,6 +59,7 @@ class HttpServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.requests: list[Request] = []
+        self.arrived: list[str] = []  # every request's target, as it arrives
         self.custom: dict[str, Reply] = {}
         self.lock = threading.Lock()
 
@@ -140,6 +141,8 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         target = urlsplit(self.path)
         headers = {name.lower(): value for name, value in self.headers.items()}
+        with self.server.lock:
+            self.server.arrived.append(self.path)
         reply = self.server.route(target.path, parse_qs(target.query), headers)
         # Recorded before answering, so a client that has its answer sees the record.
         self.server.record(Request(self.path, headers, started, time.monotonic()))

@@ -29,6 +29,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from processes import signal_when
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,11 +214,9 @@ def starttls_relay(ca: Any, *, username: str, password: str) -> Iterator[SmtpRec
 def kill_at(process: subprocess.Popen[Any], recorder: SmtpRecorder, messages: int) -> None:
     """SIGKILL the process once the server has `messages` messages: with slow replies, the last
     one is still awaiting its answer, so its fate is unknown to the sender."""
-    try:
-        deadline = time.monotonic() + 60
-        while len(recorder.messages) < messages and process.poll() is None:
-            assert time.monotonic() < deadline, f"the send never reached message {messages}"
-            time.sleep(0.02)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.communicate()
+    signal_when(
+        process,
+        lambda: len(recorder.messages) >= messages,
+        signal.SIGKILL,
+        what=f"message {messages}",
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import json
 import re
+import signal
 import subprocess
 import sys
 from datetime import datetime
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import HttpServer
+from processes import signal_when, start_digest
 
 from digest import tokens
 from digest.archive import Archive
@@ -105,6 +108,20 @@ def test_build_fails_when_every_source_failed(starter: Path) -> None:
     assert "error: every source failed (3 of 3)" in result.stderr
     assert "--offline" in result.stderr
     assert not (starter.parent / "out").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_slow_collect_with_one_line_and_exit_130(
+    starter: Path, http_server: HttpServer, signum: int
+) -> None:
+    """Ctrl-C or SIGTERM while a feed is slow to answer: exit 130 at once with one line."""
+    slow = http_server.url("/slow/60/feeds/news-guardian-us-2018.rss")
+    text = starter.read_text(encoding="utf-8")
+    starter.write_text(text.replace('"feeds/dispatch.rss"', f'"{slow}"'), encoding="utf-8")
+    process = start_digest(starter, "collect", env={})
+    ended = signal_when(process, lambda: bool(http_server.arrived), signum, what="the slow feed")
+    assert ended.seconds < 10, f"took {ended.seconds:.1f}s to stop"
+    assert (ended.returncode, ended.stderr) == (130, "interrupted\n")
 
 
 def test_build_selects_the_week_by_section(starter: Path) -> None:

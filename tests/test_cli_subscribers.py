@@ -13,6 +13,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from digest.cli import cli
+from digest.models import SubscriberStatus
+from digest.subscribers import SubscriberFile
 
 FIXTURES = Path(__file__).parent / "fixtures" / "subscribers"
 
@@ -215,6 +217,27 @@ def test_unsubscribe_stops_mail_and_keeps_the_row(project: Path) -> None:
     assert bounced.stdout == "eli.santos@example.com is already bounced; nothing changed\n"
 
 
+def test_a_row_that_is_not_utf8_blocks_no_unsubscribe_and_validate_names_its_line(
+    project: Path,
+) -> None:
+    """A Latin-1 byte in one row: others still unsubscribe, that row's bytes stay as they were,
+    and validate reports it as an error on its own line."""
+    with listing(project).open("ab") as handle:
+        handle.write(b"zz@example.org,Ren\xe9,,subscribed\n")
+    left = subs(project, "unsubscribe", "ana.perez@example.org")
+    assert left.exit_code == 0, left.output
+    ana = SubscriberFile(listing(project)).find("ana.perez@example.org")
+    assert ana is not None and ana.status is SubscriberStatus.UNSUBSCRIBED
+    assert listing(project).read_bytes().endswith(b"zz@example.org,Ren\xe9,,subscribed\n")
+    checked = subs(project, "validate")
+    assert checked.exit_code == 1
+    assert (
+        checked.stdout == "subscribers.csv:7: not UTF-8 text (byte 0xE9); save the file as "
+        "UTF-8 (in a spreadsheet: CSV UTF-8)\n"
+    )
+    assert "error: subscribers.csv: 1 problem(s)" in checked.stderr
+
+
 def test_unsubscribing_someone_not_on_the_list_is_an_error(project: Path) -> None:
     """Exit 1 with a hint, so a typo is not taken for success."""
     result = subs(project, "unsubscribe", "nobody@example.org")
@@ -234,6 +257,22 @@ def test_remove_asks_first(project: Path) -> None:
     assert quiet.exit_code == 0 and len(rows(project)) == 3
     missing = subs(project, "remove", "cy.okoro@example.com", "--yes")
     assert missing.exit_code == 1 and "not on the list" in missing.stderr
+
+
+def test_remove_without_a_terminal_or_yes_says_to_pass_yes(project: Path) -> None:
+    """No answer to the question (stdin closed, as from cron): one line naming --yes, no change."""
+    command = [sys.executable, "-m", "digest", "--config", str(project), "subscribers"]
+    result = subprocess.run(
+        [*command, "remove", "bo.li@example.net"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()[-1:]
+    assert line.startswith("error: no answer") and "pass --yes" in line, result.stderr
+    assert "Aborted" not in result.stderr and len(rows(project)) == 5
 
 
 def test_commands_in_parallel_processes_lose_no_change(project: Path) -> None:
@@ -465,3 +504,35 @@ def test_export_will_not_overwrite_the_list(project: Path) -> None:
     result = subs(project, "export", "-o", listing(project))
     assert result.exit_code == 1 and "would overwrite the subscriber list" in result.stderr
     assert listing(project).read_bytes() == before
+
+
+def test_export_leaves_an_existing_file_alone_unless_force(project: Path) -> None:
+    """-o digest.toml is refused, the config untouched, with a hint; --force overwrites."""
+    config = project.read_bytes()
+    refused = subs(project, "export", "-o", project)
+    assert refused.exit_code == 1 and refused.stderr.count("\n") == 1
+    assert "the file exists: nothing written" in refused.stderr and "--force" in refused.stderr
+    assert project.read_bytes() == config
+    forced = subs(project, "export", "-o", project, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert project.read_text(encoding="utf-8").startswith("email,")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [["add", "new.reader@example.org"], ["unsubscribe", "ana.perez@example.org"]],
+    ids=["add", "unsubscribe"],
+)
+def test_a_read_only_list_is_refused_and_left_as_it_is(project: Path, change: list[str]) -> None:
+    """Mode 444 is the owner's word, even for root, whom permissions would not stop: one line
+    naming the file and the mode, and the file unchanged (not replaced through the rename)."""
+    before = listing(project).read_bytes()
+    inode = listing(project).stat().st_ino
+    listing(project).chmod(0o444)
+    result = subs(project, *change)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "subscribers.csv: the subscriber list is read-only (mode 444)" in result.stderr
+    assert "chmod u+w" in result.stderr
+    assert listing(project).read_bytes() == before and listing(project).stat().st_ino == inode
+    listing(project).chmod(0o644)
+    assert subs(project, *change).exit_code == 0

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import filelock
 import pytest
 from chromium import launch, needs_chromium
 from click.testing import CliRunner, Result
@@ -143,11 +144,25 @@ def test_digest_issues_prints_an_aligned_table(sent: Sent, tmp_path: Path) -> No
     assert header.split() == ["id", "period", "articles", "sent", "failed", "unknown", "sent", "at"]
     assert [row.split()[0] for row in rows] == ["2026-W48", ISSUE, "2026-W46"]
     assert rows[1].split()[:8] == [ISSUE, "2026-11-16", "–", "2026-11-22", "15", "3", "1", "0"]
-    assert rows[0].endswith("0 pending")
     when = header.index("sent at")
-    assert [row[when:] for row in rows] == ["0 pending", "2026-11-23 09:00", "2026-11-23 09:00"]
+    assert [row[when:] for row in rows] == [
+        "interrupted, 0 pending",
+        "2026-11-23 09:00",
+        "2026-11-23 09:00",
+    ]
     articles = header.index("articles") + len("articles")  # numbers are right-aligned under it
     assert [row[articles - 3 : articles] for row in rows] == ["  0", " 15", "  3"]
+
+
+def test_an_unsent_issue_is_sending_while_a_send_holds_the_lock(sent: Sent, tmp_path: Path) -> None:
+    """An issue not yet sent says "sending" while a send of the list runs, not "interrupted"."""
+    config = sent.copy(tmp_path / "news")
+    record_more_issues(config)
+    lock = (config.archive_path.parent / pipeline.LEDGER_FILE).with_suffix(".lock")
+    with filelock.FileLock(lock, timeout=0):
+        result = run(config, "issues")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].endswith("sending, 0 pending")
 
 
 def test_digest_issues_says_so_before_the_first_issue(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import filelock
 import pytest
 from click.testing import CliRunner, Result
 from dkim_keys import make_key
+from processes import Ended, signal_when, start_digest
 from smtp_server import (
     DROP_AFTER_DATA,
     SlowData,
@@ -232,6 +233,23 @@ def test_a_send_by_hand_left_unfinished_is_resumed_by_the_next_days_send(project
     assert (rest.issue_id, rest.report.sent) == ("2026-W47-2026-11-19", 2)
     with Archive.open(config.archive_path) as archive:
         assert [r.id for r in archive.issue_records()] == ["2026-W47-2026-11-19"]
+
+
+def test_a_row_that_is_not_utf8_is_a_warning_and_the_others_get_their_copy(
+    project: Path, smtp: SmtpRecorder
+) -> None:
+    """A Latin-1 byte in one row: the send warns, naming its line, and everyone else is sent."""
+    readers = project.parent / "subscribers.csv"
+    with readers.open("ab") as handle:
+        handle.write(b"zz@example.org,Ren\xe9,,subscribed\n")
+    before = readers.read_bytes()
+    result = run(project, "send", *WEEK, env=smtp_env(smtp))
+    assert result.exit_code == 0, result.output
+    assert smtp.copies() == {address: 1 for address in SUBSCRIBED}
+    assert "warning: subscribers.csv: left out 1 row(s) that cannot be read (line 7)" in (
+        result.stderr
+    )
+    assert readers.read_bytes() == before
 
 
 def test_dry_run_composes_every_copy_and_sends_none(project: Path, smtp: SmtpRecorder) -> None:
@@ -632,3 +650,68 @@ def test_every_copy_for_a_reader_is_the_same_message_but_date_and_message_id(
     assert all(copy.startswith(b"DKIM-Signature:") for copy in copies.values())
     assert len({masked(copy) for copy in copies.values()}) == 1, copies.keys()
     assert copies["send --to"] != copies["send"]  # its own Message-ID: no client merges them
+
+
+def outbox_recipients(project: Path) -> list[str]:
+    """The To: address of every message in the project's outbox/ Maildir."""
+    outbox = mailbox.Maildir(project.parent / "outbox", create=True)
+    return [str(message["To"]).rsplit("<", 1)[-1].rstrip(">") for message in outbox]
+
+
+def assert_interrupted(ended: Ended) -> None:
+    """Stopped within a few seconds, exit 130, one line on stderr saying how to resume."""
+    assert ended.seconds < 10, f"took {ended.seconds:.1f}s to stop"
+    assert ended.returncode == 130, ended.stderr
+    (line,) = ended.stderr.splitlines()[-1:]
+    assert line.startswith("interrupted: 2026-W47: ") and "not yet" in line, ended.stderr
+    assert "`digest send --issue 2026-W47`" in line and "Aborted" not in ended.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_an_outbox_send_at_once_and_a_rerun_completes_it(
+    project: Path, signum: int
+) -> None:
+    """Ctrl-C or SIGTERM mid-send into the outbox: it stops within seconds, exits 130 saying how
+    to resume, `digest issues` says so, and a rerun writes the rest, one copy per reader."""
+    readers = add_readers(project, 3000) | SUBSCRIBED
+    env: dict[str, str | None] = {"DIGEST_SECRET": SECRET, "SMTP_HOST": None}
+    process = start_digest(project, "send", *WEEK, env=env)
+    new = project.parent / "outbox" / "new"
+    ended = signal_when(
+        process, lambda: new.is_dir() and len(os.listdir(new)) >= 50, signum, what="50 copies"
+    )
+    assert_interrupted(ended)
+    written = len(outbox_recipients(project))
+    assert 50 <= written < len(readers)
+    assert ledger_counts(project) == (written, 0, 0, len(readers) - written)
+    listed = run(project, "issues", env=env)
+    assert f"interrupted, {len(readers) - written:,} pending" in listed.stdout
+    resumed = run(project, "send", *WEEK, env=env)
+    assert resumed.exit_code == 0, resumed.output
+    assert sorted(outbox_recipients(project)) == sorted(readers)
+    assert ledger_counts(project) == (len(readers), 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("signum", "processes"),
+    [(signal.SIGINT, "1"), (signal.SIGTERM, "1"), (signal.SIGINT, "2"), (signal.SIGTERM, "2")],
+    ids=["SIGINT-1", "SIGTERM-1", "SIGINT-2", "SIGTERM-2"],
+)
+def test_a_signal_stops_a_relay_send_at_once_and_a_rerun_completes_it(
+    project: Path, smtp: SmtpRecorder, signum: int, processes: str
+) -> None:
+    """Ctrl-C or SIGTERM mid-send over SMTP, from one process or two: the copies in flight
+    finish, none is left unknown, it exits 130 saying how to resume, and a rerun sends the
+    rest, one copy per reader."""
+    readers = add_readers(project, 1500) | SUBSCRIBED
+    process = start_digest(
+        project, "send", *WEEK, "--processes", processes, "--concurrency", "4", env=smtp_env(smtp)
+    )
+    ended = signal_when(process, lambda: len(smtp.messages) >= 50, signum, what="50 copies")
+    assert_interrupted(ended)
+    sent, failed, unknown, pending = ledger_counts(project)
+    assert (failed, unknown) == (0, 0) and sent == len(smtp.messages) == len(readers) - pending
+    assert pending > 0
+    resumed = run(project, "send", *WEEK, env=smtp_env(smtp))
+    assert resumed.exit_code == 0, resumed.output
+    assert smtp.copies() == {address: 1 for address in readers}

@@ -323,6 +323,31 @@ def test_an_hourly_cap_holds_messages_back_without_claiming_them(
     assert ledger.counts(ISSUE) == Counts(pending=1, sent=3)
 
 
+def test_a_stop_ends_waits_for_the_cap_and_for_a_retry_with_their_rows_pending(
+    smtp_server: SmtpRecorder, ledger: Ledger
+) -> None:
+    """Asked to stop, a run held back by an hourly cap, or by a 452's long backoff, returns
+    within a moment; the rows not sent stay pending for a rerun."""
+    people = addresses(4)
+    smtp_server.plan(people[0], "452 4.2.2 mailbox full")  # a retry that holds back no one else
+    options = DeliveryOptions(envelope_from="b@example.org", concurrency=2, per_hour=3, backoff=60)
+    asked: list[float] = []
+
+    def stop() -> bool:
+        """True once two copies arrived (the third waits for the cap, the first for its retry)."""
+        if not asked and len(smtp_server.messages) >= 2:
+            asked.append(time.monotonic())
+        return bool(asked)
+
+    jobs = jobs_for(ledger, people)
+    report = asyncio.run(
+        deliver(jobs, ledger, plain(smtp_server), options, issue_id=ISSUE, stop=stop)
+    )
+    assert time.monotonic() - asked[0] < 5
+    assert (report.sent, report.failed, report.unknown) == (2, 0, 0)
+    assert ledger.counts(ISSUE) == Counts(pending=2, sent=2)
+
+
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()

@@ -30,15 +30,20 @@ def test_each_shard_runs_in_a_process_of_its_own_and_reports_progress() -> None:
     assert len(seen) == 3 and sorted(seen[-1]) == sorted(gathered.progress)
 
 
-def fail_first_wait_for_stop(task: float, shard: shards.Shard) -> str:
-    if shard.index == 0:
-        raise SendError("login refused", where="relay:587", hint="check SMTP_PASSWORD")
+def wait_for_stop(task: float, shard: shards.Shard) -> str:
+    shard.progress("started", final=True)
     deadline = time.monotonic() + task
     while not shard.stopping():
         if time.monotonic() > deadline:
             return "never asked to stop"
         time.sleep(0.01)
     return "stopped"
+
+
+def fail_first_wait_for_stop(task: float, shard: shards.Shard) -> str:
+    if shard.index == 0:
+        raise SendError("login refused", where="relay:587", hint="check SMTP_PASSWORD")
+    return wait_for_stop(task, shard)
 
 
 def test_an_error_in_one_shard_stops_the_others_and_keeps_where_and_hint() -> None:
@@ -48,6 +53,14 @@ def test_an_error_in_one_shard_stops_the_others_and_keeps_where_and_hint() -> No
     assert isinstance(gathered.error, SendError)
     assert str(gathered.error) == "relay:587: login refused (hint: check SMTP_PASSWORD)"
     assert gathered.results == ("stopped",)
+
+
+def test_once_the_parent_says_stop_every_shard_is_asked_and_returns() -> None:
+    """The parent's stop() (a Ctrl-C it caught) reaches each process, which ends normally."""
+    started = time.monotonic()
+    gathered = shards.run(wait_for_stop, 30.0, 2, stop=lambda: time.monotonic() - started > 0.5)
+    assert gathered.error is None and gathered.results == ("stopped", "stopped")
+    assert time.monotonic() - started < 15
 
 
 def crash(task: None, shard: shards.Shard) -> None:

@@ -145,12 +145,45 @@ def test_an_unclosed_quote_is_refused_with_its_line(tmp_path: Path) -> None:
         list(SubscriberFile(path))
 
 
-def test_a_file_that_is_not_utf8_is_refused_with_a_hint(tmp_path: Path) -> None:
-    """Latin-1 bytes are named as not UTF-8, with how to fix it."""
-    path = write(tmp_path / "s.csv", f"{HEADER}\nana@example.org,Ana,Pérez\n", encoding="latin-1")
-    with pytest.raises(SubscriberFileError, match="not UTF-8") as caught:
-        list(SubscriberFile(path))
-    assert caught.value.hint
+NOT_UTF8 = b"zz@example.org,Ren\xe9,,subscribed\n"  # Latin-1 "René"
+
+
+def with_a_row_not_utf8(path: Path) -> bytes:
+    """`path` with NOT_UTF8 appended as its last row after two rows of UTF-8; its bytes."""
+    body = f"{HEADER}\nana@example.org,Ana,Pérez\n".encode() + NOT_UTF8
+    path.write_bytes(body + b"bo@example.net,Bo,Li\n")
+    return path.read_bytes()
+
+
+def test_a_row_that_is_not_utf8_is_reported_by_its_own_line_and_the_rest_read(
+    tmp_path: Path,
+) -> None:
+    """A Latin-1 byte makes its row alone unreadable: named by its line, with how to fix it."""
+    file = SubscriberFile(tmp_path / "s.csv")
+    with_a_row_not_utf8(file.path)
+    assert [s.email for s in file] == ["ana@example.org", "bo@example.net"]
+    (row,) = [row for row in file.rows() if row.subscriber is None]
+    assert row.line == 3 and row.problems == (
+        "not UTF-8 text (byte 0xE9); save the file as UTF-8 (in a spreadsheet: CSV UTF-8)",
+    )
+    problems = list(subscribers.validate(file, SECTIONS))
+    assert [(p.line, p.message) for p in problems] == [(3, row.problems[0])]
+
+
+def test_a_row_that_is_not_utf8_survives_every_rewrite_byte_for_byte(tmp_path: Path) -> None:
+    """Unsubscribing, marking bounces and adding around it copy its bytes as they were; its
+    own unsubscribe changes only its status cells, its other bytes kept."""
+    file = SubscriberFile(tmp_path / "s.csv")
+    before = with_a_row_not_utf8(file.path)
+    assert file.unsubscribe("ana@example.org", at=NOW)
+    file.set_statuses(["bo@example.net"], SubscriberStatus.BOUNCED, at=NOW)
+    file.add("cy@example.com", Details(first_name="Cy"), at=NOW)
+    after = file.path.read_bytes()
+    assert after.splitlines()[2] == before.splitlines()[2] == NOT_UTF8.rstrip(b"\n")
+    assert file.unsubscribe("zz@example.org", at=NOW)
+    assert file.path.read_bytes().splitlines()[2] == (
+        b"zz@example.org,Ren\xe9,,unsubscribed,,,,2026-11-25T12:00:00+00:00,"
+    )
 
 
 def test_reading_streams_instead_of_loading_the_file(tmp_path: Path) -> None:

@@ -32,6 +32,8 @@ from digest import tokens, web
 from digest.cli import cli
 from digest.config import Config, load_config
 from digest.errors import ConfigError
+from digest.models import SubscriberStatus
+from digest.subscribers import SubscriberFile
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "digest.toml"
@@ -193,6 +195,19 @@ def test_one_click_post_unsubscribes_and_answers_200(site: Site) -> None:
     assert row["status"] == "unsubscribed"
     assert row["unsubscribed_at"] == "2026-11-23T15:04:05+00:00"
     assert row["first_name"] == "Ana" and row["last_name"] == "Pérez"  # the rest of the row stays
+
+
+def test_one_click_works_with_a_row_that_is_not_utf8_in_the_list(site: Site) -> None:
+    """A Latin-1 byte in another reader's row does not stop this one leaving, and stays."""
+    with site.csv_path.open("ab") as handle:
+        handle.write(b"zz@example.org,Ren\xe9,,subscribed\n")
+    answer = post(
+        site.page("unsubscribe", "ana.perez@example.org"), {"List-Unsubscribe": "One-Click"}
+    )
+    assert answer.status == 200
+    ana = SubscriberFile(site.csv_path).find("ana.perez@example.org")
+    assert ana is not None and ana.status is SubscriberStatus.UNSUBSCRIBED
+    assert site.csv_path.read_bytes().endswith(b"zz@example.org,Ren\xe9,,subscribed\n")
 
 
 def test_one_click_accepts_multipart_form_data(site: Site) -> None:
