@@ -130,6 +130,18 @@ def email_key(address: str) -> str:
     return address.strip().lower()
 
 
+def address_as_written(address: str) -> str:
+    """The address with its domain in Unicode, as the list holds it: a relay is given and
+    answers with the ASCII form (`xn--` labels) of a domain such as exämple.org."""
+    local, at, domain = address.rpartition("@")
+    if not at or "xn--" not in domain.lower():
+        return address
+    try:
+        return f"{local}@{domain.encode('ascii').decode('idna')}"
+    except UnicodeError:  # not a valid A-label: leave the address as it came
+        return address
+
+
 @dataclass(frozen=True, slots=True)
 class Subscriber:
     """One reader on the list, as a row of the subscriber file."""

@@ -50,7 +50,15 @@ from digest.errors import (
     SubscriberFileError,
 )
 from digest.ledger import Ledger
-from digest.models import Article, Issue, Period, Subscriber, SubscriberStatus, email_key
+from digest.models import (
+    Article,
+    Issue,
+    Period,
+    Subscriber,
+    SubscriberStatus,
+    address_as_written,
+    email_key,
+)
 from digest.sources import SourceResult
 from digest.subscribers import SubscriberFile
 
@@ -559,10 +567,12 @@ def _deliver_issue(
             raise _interrupted(book, issue.id) from err
         finally:
             if config.send.mark_bounced:
-                file.set_statuses(bounced, SubscriberStatus.BOUNCED, at=now)
+                # Refused as sent (a domain's xn-- form), listed as written: both forms match.
+                listed = [*bounced, *map(address_as_written, bounced)]
+                file.set_statuses(listed, SubscriberStatus.BOUNCED, at=now)
         complete = book.counts(issue.id).pending == 0
         failed = tuple(
-            (row.address, row.reply_text or "")
+            (address_as_written(row.address), row.reply_text or "")
             for row in book.rows(issue.id, ledger.RowState.FAILED)
             if row.finished_at is not None and row.finished_at >= started
         )
@@ -660,7 +670,7 @@ def send_test_copies(
             )
         )
         failed = tuple(
-            (row.address, row.reply_text or "")
+            (address_as_written(row.address), row.reply_text or "")
             for row in scratch.rows(issue.id, ledger.RowState.FAILED)
         )
     return SendOutcome(

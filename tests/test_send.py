@@ -147,7 +147,7 @@ def test_a_utf8_address_is_sent_with_smtputf8_and_named_when_the_relay_cannot(
         first = run(project, "send", *WEEK, env=smtp_env(ascii_only))
     assert first.exit_code == 3, first.output
     assert "4 sent, 1 failed, 0 unknown, 0 skipped" in first.stdout
-    assert "failed 1 reader: josé@xn--exmple-cua.org (not sent: the address needs SMTPUTF8" in (
+    assert "failed 1 reader: josé@exämple.org (not sent: the address needs SMTPUTF8" in (
         first.stderr
     )
     assert ascii_only.copies() == {a: 1 for a in {*SUBSCRIBED, "jo@xn--exmple-cua.org"}}
@@ -159,6 +159,20 @@ def test_a_utf8_address_is_sent_with_smtputf8_and_named_when_the_relay_cannot(
     assert relay.copies() == {"josé@xn--exmple-cua.org": 1}
     (copy,) = relay.messages
     assert copy.mail_options == ("SMTPUTF8",)
+
+
+def test_a_refused_reader_of_an_international_domain_is_marked_bounced_as_listed(
+    project: Path, smtp: SmtpRecorder
+) -> None:
+    """The relay refuses jo@xn--exmple-cua.org, the form it was given: the list's row
+    jo@exämple.org is marked bounced, and the summary names it as the list writes it."""
+    add_row(project, "jo@exämple.org")
+    smtp.refuse("jo@xn--exmple-cua.org", "550 5.1.1 no such mailbox")
+    result = run(project, "send", *WEEK, env=smtp_env(smtp))
+    assert result.exit_code == 3, result.output
+    assert "failed 1 reader: jo@exämple.org (5.1.1 no such mailbox)" in result.stderr
+    found = SubscriberFile(project.parent / "subscribers.csv").find("jo@exämple.org")
+    assert found is not None and found.status is SubscriberStatus.BOUNCED
 
 
 def test_every_reader_a_send_skips_is_named_with_the_reason(
