@@ -16,7 +16,7 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -835,6 +835,12 @@ def run_scheduled(app: App, log_file: Path | None, as_json: bool) -> None:
                 log.event("warning", "source failed", f"{item.result.source}: {item.result.error}")
     for sent in outcome.sends:
         report = sent.report
+        if sent.unreadable:  # those readers got nothing: cron mails the warning
+            log.event(
+                "warning",
+                "unreadable",
+                unreadable_line(app.config.subscribers_path, sent.unreadable),
+            )
         if sent.outbox is not None:  # fine for trying digest out; from cron, a forgotten setting
             log.event("warning", "outbox", f"SMTP_HOST is unset: messages went to {sent.outbox}")
         log.event(
@@ -925,11 +931,16 @@ def _section_names(app: App) -> list[str]:
 
 def _warn_unreadable(app: App, file: subscribers.SubscriberFile, lines: list[int]) -> None:
     if lines:
-        shown = ", ".join(str(line) for line in lines[:5]) + (", ..." if len(lines) > 5 else "")
-        app.warn(
-            f"{file.path.name}: left out {len(lines)} row(s) that cannot be read (line {shown}); "
-            "`digest subscribers validate` says why"
-        )
+        app.warn(unreadable_line(file.path, lines))
+
+
+def unreadable_line(path: Path, lines: Sequence[int]) -> str:
+    """The warning for the list's rows that cannot be read (copied through as they are)."""
+    shown = ", ".join(str(line) for line in lines[:5]) + (", ..." if len(lines) > 5 else "")
+    return (
+        f"{path.name}: left out {len(lines)} row(s) that cannot be read (line {shown}); "
+        "`digest subscribers validate` says why"
+    )
 
 
 @subscribers_group.command(name="list")

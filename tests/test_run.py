@@ -88,6 +88,21 @@ def test_a_run_sends_the_due_issue_silently_and_a_second_run_sends_nothing(
     assert smtp.copies() == {address: 1 for address in SUBSCRIBED}
 
 
+def test_a_run_warns_of_a_row_it_cannot_read_and_sends_the_others(
+    project: Path, smtp: SmtpRecorder
+) -> None:
+    """A Latin-1 byte in one row: cron gets one warning naming its line; everyone else is sent."""
+    with (project.parent / "subscribers.csv").open("ab") as handle:
+        handle.write(b"zz@example.org,Ren\xe9,,subscribed\n")
+    result = run(project, "run", env=smtp_env(smtp))
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        "warning: subscribers.csv: left out 1 row(s) that cannot be read (line 7); "
+        "`digest subscribers validate` says why\n"
+    )
+    assert smtp.copies() == {address: 1 for address in SUBSCRIBED}
+
+
 def test_a_period_with_too_few_new_articles_is_skipped_and_logged(
     project: Path, smtp: SmtpRecorder, tmp_path: Path
 ) -> None:
