@@ -20,9 +20,11 @@ way: their row cannot be read (it is reported by line, like any other), and is c
 
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
 import glob
+import io
 import itertools
 import json
 import operator
@@ -602,6 +604,8 @@ class _Layout:
     # blank cell `width` pads rows with.
     pick: Callable[[Sequence[str]], tuple[str, ...]]
     width: int  # cells a row is padded to before `pick`
+    # The whole file read as UTF-8, so no row holds a stray byte: rows need no check of their own.
+    all_utf8: bool = False
 
     @classmethod
     def parse(cls, cells: Sequence[str], *, where: str) -> _Layout:
@@ -687,14 +691,22 @@ class _Scan:
 
     def __enter__(self) -> _Scan:
         try:
-            with self.path.open("rb") as probe:
-                self.bom = probe.read(3) == b"\xef\xbb\xbf"
-            # A byte that is not UTF-8 becomes a lone surrogate: its row alone cannot be read.
-            self._file = self.path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+            binary = self.path.open("rb")
         except FileNotFoundError:
             raise _missing(self.path) from None
         except OSError as err:
             raise SubscriberFileError(f"cannot read it: {err}", where=str(self.path)) from err
+        try:
+            self.bom = binary.read(3) == b"\xef\xbb\xbf"
+            binary.seek(0)
+            all_utf8 = _all_utf8(binary)  # one pass in C spares each row a check of its own
+        except OSError as err:
+            binary.close()
+            raise SubscriberFileError(f"cannot read it: {err}", where=str(self.path)) from err
+        # A byte that is not UTF-8 becomes a lone surrogate: its row alone cannot be read.
+        self._file = io.TextIOWrapper(
+            binary, encoding="utf-8-sig", errors="surrogateescape", newline=""
+        )
         lines: Iterator[str] = self._file
         if self.keep_raw:
             self._tap = _Tap(self._file)
@@ -708,6 +720,7 @@ class _Scan:
                 self.header_raw = raw
                 if raw.endswith("\r\n"):
                     self.newline = "\r\n"
+            self.layout = replace(self.layout, all_utf8=all_utf8)
         except BaseException:
             self._file.close()
             raise
@@ -775,7 +788,7 @@ def _values(cells: list[str], layout: _Layout) -> _Values | None:
         return None  # years 1 and 9999 cannot always be moved to another time zone
     if size > len(layout.names) and any(cell.strip() for cell in cells[len(layout.names) :]):
         return None
-    if _not_utf8(cells):
+    if not layout.all_utf8 and _not_utf8(cells):
         return None
     return (
         email,
@@ -821,6 +834,20 @@ def _problems(cells: list[str], layout: _Layout) -> tuple[str, ...]:
         except ValueError:
             problems.append(f"{name}: {text!r} is not a date like 2026-01-31T09:00:00+00:00")
     return tuple(problems)
+
+
+def _all_utf8(handle: IO[bytes]) -> bool:
+    """Whether the whole file is UTF-8; then back to its start."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        while chunk := handle.read(1 << 15):  # small: reading streams, memory stays flat
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    finally:
+        handle.seek(0)
+    return True
 
 
 def _not_utf8(cells: list[str]) -> str:
@@ -1128,11 +1155,12 @@ def validate(file: SubscriberFile, sections: Collection[str]) -> Iterator[Proble
                     yield Problem(line, f"unknown section {name!r}{hint}")
             if language and not _is_language(language):
                 yield Problem(line, f"language {language!r} is not a code such as en or pt-BR")
-            for column, name in (("first_name", values[1]), ("last_name", values[2])):
-                if not name.isprintable() and _CONTROL.search(name):
-                    yield Problem(
-                        line, f"{column} {name!r} holds a line break or control character"
-                    )
+            if not (values[1].isprintable() and values[2].isprintable()):  # rare: look closer
+                for column, name in (("first_name", values[1]), ("last_name", values[2])):
+                    if _CONTROL.search(name):
+                        yield Problem(
+                            line, f"{column} {name!r} holds a line break or control character"
+                        )
 
 
 class _Seen:
