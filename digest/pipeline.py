@@ -571,11 +571,7 @@ def _deliver_issue(
                 listed = [*bounced, *map(address_as_written, bounced)]
                 file.set_statuses(listed, SubscriberStatus.BOUNCED, at=now)
         complete = book.counts(issue.id).pending == 0
-        failed = tuple(
-            (address_as_written(row.address), row.reply_text or "")
-            for row in book.rows(issue.id, ledger.RowState.FAILED)
-            if row.finished_at is not None and row.finished_at >= started
-        )
+        failed = _failed_readers(book, issue.id, since=started)
         if stop() and not complete:
             raise _interrupted(book, issue.id)
     if complete:
@@ -595,6 +591,18 @@ def _deliver_issue(
         skipped_readers=tuple(skipped),
         failed_readers=failed,
         unreadable=tuple(sorted(unreadable)),
+    )
+
+
+def _failed_readers(
+    book: Ledger, issue_id: str, *, since: datetime | None = None
+) -> tuple[tuple[str, str], ...]:
+    """(address as the list writes it, the server's reply) for each copy that failed (since
+    `since`: this run's, not an earlier one's)."""
+    return tuple(
+        (address_as_written(row.address), row.reply_text or "")
+        for row in book.rows(issue_id, ledger.RowState.FAILED)
+        if since is None or (row.finished_at is not None and row.finished_at >= since)
     )
 
 
@@ -669,10 +677,7 @@ def send_test_copies(
                 issue_id=issue.id,
             )
         )
-        failed = tuple(
-            (address_as_written(row.address), row.reply_text or "")
-            for row in scratch.rows(issue.id, ledger.RowState.FAILED)
-        )
+        failed = _failed_readers(scratch, issue.id)
     return SendOutcome(
         issue_id=issue.id,
         report=replace(report, skipped=report.skipped + len(skipped)),
