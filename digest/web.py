@@ -260,18 +260,14 @@ class _Site:
         try:
             reply = self.route(environ)
         except _Refusal as refusal:
-            reply = self.problem(
-                refusal.status,
-                headers=refusal.headers,
-                form=refusal.form,
-                language=refusal.language,
-            )
+            reply = self.problem(refusal)
         except DigestError as err:  # the subscriber file is locked too long, unreadable, ...
             environ["wsgi.errors"].write(f"digest serve: {err}\n")
-            reply = self.problem(HTTPStatus.SERVICE_UNAVAILABLE, headers=(("Retry-After", "60"),))
+            unavailable = _Refusal(HTTPStatus.SERVICE_UNAVAILABLE, headers=(("Retry-After", "60"),))
+            reply = self.problem(unavailable)
         except Exception:  # a bug: logged for us, a plain page for the reader
             environ["wsgi.errors"].write(traceback.format_exc())
-            reply = self.problem(HTTPStatus.INTERNAL_SERVER_ERROR)
+            reply = self.problem(_Refusal(HTTPStatus.INTERNAL_SERVER_ERROR))
         start_response(
             f"{reply.status.value} {reply.status.phrase}",
             [
@@ -429,26 +425,20 @@ class _Site:
         wanted = language or self.config.newsletter.language
         return wanted if wanted in self.catalogs else SOURCE_LANGUAGE
 
-    def problem(
-        self,
-        status: HTTPStatus,
-        *,
-        headers: tuple[tuple[str, str], ...] = (),
-        form: str = "",
-        language: str = "",
-    ) -> _Reply:
+    def problem(self, refusal: _Refusal) -> _Reply:
         """A refusal's page, in the reader's language when a token named them, else in the
         newsletter's."""
+        status, form = refusal.status, refusal.form
         heading, paragraphs = _FORM_PROBLEMS[form] if form else _PROBLEMS[status]
-        catalog = self.catalogs[self.page_language(language)]
+        catalog = self.catalogs[self.page_language(refusal.language)]
         page = self.page(
             "problem.html.j2",
-            language,
+            refusal.language,
             status=status,
             heading=catalog.get(heading) or heading,
             paragraphs=tuple(catalog.get(p) or p for p in paragraphs),
         )
-        return _Reply(status, page.body, headers=headers)
+        return _Reply(status, page.body, headers=refusal.headers)
 
 
 def _file(config: Config) -> SubscriberFile:
