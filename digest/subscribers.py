@@ -1156,11 +1156,8 @@ def validate(file: SubscriberFile, sections: Collection[str]) -> Iterator[Proble
             if language and not _is_language(language):
                 yield Problem(line, f"language {language!r} is not a code such as en or pt-BR")
             if not (values[1].isprintable() and values[2].isprintable()):  # rare: look closer
-                for column, name in (("first_name", values[1]), ("last_name", values[2])):
-                    if _CONTROL.search(name):
-                        yield Problem(
-                            line, f"{column} {name!r} holds a line break or control character"
-                        )
+                for message in _name_problems(values[1], values[2]):
+                    yield Problem(line, message)
 
 
 class _Seen:
@@ -1229,6 +1226,13 @@ def check_language(language: str) -> str:
             f"{language!r} is not a language code", hint="use a code such as en, es or pt-BR"
         )
     return language
+
+
+def _name_problems(first_name: str, last_name: str) -> Iterator[str]:
+    """A name with a line break or control character, which could start a header in a mail."""
+    for column, name in (("first_name", first_name), ("last_name", last_name)):
+        if _CONTROL.search(name):
+            yield f"{column} {name!r} holds a line break or control character"
 
 
 def check_name(name: str, *, where: str) -> str:
@@ -1606,12 +1610,9 @@ def _checked(subscriber: Subscriber, platform: Platform) -> Subscriber:
     problem = address_problem(subscriber.email)
     if problem:
         raise _Reject(f"{echoed(subscriber.email)} is not a valid address: {problem}")
-    for column, name in (
-        ("first_name", subscriber.first_name),
-        ("last_name", subscriber.last_name),
-    ):
-        if _CONTROL.search(name):
-            raise _Reject(f"{column} {name!r} holds a line break or control character")
+    bad_name = next(_name_problems(subscriber.first_name, subscriber.last_name), None)
+    if bad_name is not None:
+        raise _Reject(bad_name)
     return replace(subscriber, source=subscriber.source or f"import:{platform}")
 
 
