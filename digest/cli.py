@@ -523,7 +523,7 @@ def send(
 def show_send_outcome(app: App, outcome: pipeline.SendOutcome, *, what: str = "") -> None:
     """The final summary line; exit 3 when some copies failed or may not have arrived."""
     report = outcome.report
-    _warn_unreadable(app, _subscriber_file(app), list(outcome.unreadable))
+    _warn_unreadable(app, outcome.unreadable)
     if outcome.outbox is not None:
         app.info(f"SMTP_HOST is unset: messages went to the Maildir {outcome.outbox}")
     click.echo(
@@ -723,7 +723,12 @@ def issues_group(ctx: click.Context) -> None:
         click.echo("no issues yet")
         return
     zone = app.config.newsletter.timezone
-    unsent = "sending" if pipeline.send_in_progress(app.config) else "interrupted"
+    # Only an unsent issue needs it: asking takes the send lock for a moment.
+    unsent = (
+        ""
+        if all(r.sent_at for r in records)
+        else ("sending" if pipeline.send_in_progress(app.config) else "interrupted")
+    )
     rows = [("id", "period", "articles", "sent", "failed", "unknown", "sent at")]
     rows += [
         (
@@ -929,9 +934,9 @@ def _section_names(app: App) -> list[str]:
     return [section.name for section in app.config.sections]
 
 
-def _warn_unreadable(app: App, file: subscribers.SubscriberFile, lines: list[int]) -> None:
+def _warn_unreadable(app: App, lines: Sequence[int]) -> None:
     if lines:
-        app.warn(unreadable_line(file.path, lines))
+        app.warn(unreadable_line(app.config.subscribers_path, lines))
 
 
 def unreadable_line(path: Path, lines: Sequence[int]) -> str:
@@ -985,7 +990,7 @@ def list_subscribers(app: App, status: str | None, section: str | None, output_f
                 f"{subscriber.email:<38} {name:<24} {subscriber.status.value:<12} "
                 f"{subscriber.language or '-':<5} {sections}"
             )
-    _warn_unreadable(app, file, unreadable)
+    _warn_unreadable(app, unreadable)
 
 
 @subscribers_group.command()
@@ -1307,7 +1312,7 @@ def export(
             count = subscribers.export_json(chosen, out)
     if output is not None:
         app.info(f"wrote {count:,} subscribers to {output}")
-    _warn_unreadable(app, file, unreadable)
+    _warn_unreadable(app, unreadable)
 
 
 def show_collect_report(app: App, report: pipeline.CollectReport, *, summary: bool = True) -> None:
